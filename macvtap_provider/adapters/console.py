@@ -1,0 +1,97 @@
+"""Thin pexpect adapter: log in on a guest's serial console through `virsh console`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Iterator
+
+import pexpect
+
+from macvtap_provider.errors import ConsoleError, LabTimeoutError
+
+log = logging.getLogger(__name__)
+
+PROMPT = "MVTLAB# "
+_LOGIN = re.compile(rb"login: ?$", re.M)
+
+
+class SerialSession:
+    """A logged-in root shell on a serial console. Never logs what it types."""
+
+    def __init__(self, child: pexpect.spawn) -> None:
+        self._child = child
+
+    def run(self, command: str, timeout_s: float = 30) -> tuple[int, str]:
+        """Run one shell command; returns (exit status, output)."""
+        log.debug("console: %s", command)
+        marker = f"__RC_{int(time.monotonic() * 1000)}__"
+        self._child.sendline(f"{command}; echo {marker}$?")
+        try:
+            self._child.expect(re.escape(marker) + r"(\d+)", timeout=timeout_s)
+        except (pexpect.TIMEOUT, pexpect.EOF) as exc:
+            raise ConsoleError(f"console command did not finish in {timeout_s:.0f}s: {command}") from exc
+        # The tty does not echo (stty -echo at login): `before` is the command's output.
+        output = self._child.before.decode(errors="replace").replace("\r", "")
+        rc = int(self._child.match.group(1))
+        self._child.expect_exact(PROMPT, timeout=timeout_s)
+        return rc, output.strip()
+
+    def check(self, command: str, timeout_s: float = 30) -> str:
+        rc, out = self.run(command, timeout_s)
+        if rc != 0:
+            raise ConsoleError(f"`{command}` failed in the guest (exit {rc}): {out[-300:]}")
+        return out
+
+
+@contextlib.contextmanager
+def serial_login(uri: str, domain: str, password: str, timeout_s: float = 180,
+                 user: str = "root") -> Iterator[SerialSession]:
+    """Attach to `domain`'s console, wait for the login prompt, log in as root.
+
+    The password is sent on the console (never in argv or logs). Boot under TCG
+    takes ~20 s to the prompt; `timeout_s` covers boot plus login.
+    """
+    cmd = ["virsh", "-c", uri, "console", domain, "--force"]
+    log.debug("spawn %s", " ".join(cmd))
+    child = pexpect.spawn(cmd[0], cmd[1:], timeout=timeout_s, echo=False)
+    deadline = time.monotonic() + timeout_s
+    try:
+        child.expect_exact("Escape character", timeout=30)
+        # Wake the getty; repeat until it answers, boot may still be running.
+        while True:
+            child.sendline("")
+            idx = child.expect([_LOGIN, re.compile(rb"[#$] ?$", re.M), pexpect.TIMEOUT], timeout=5)
+            if idx in (0, 1):
+                break
+            if time.monotonic() > deadline:
+                raise LabTimeoutError(
+                    f"domain {domain!r}: no login prompt on the serial console within "
+                    f"{timeout_s:.0f}s; check the guest boots (console=ttyS0 in its kernel "
+                    "command line, cloud-init disabled)")
+        if idx == 1:
+            # Already a shell (an earlier session stayed logged in): log out first.
+            child.sendline("exit")
+            child.expect(_LOGIN, timeout=30)
+        child.sendline(user)
+        child.expect("assword:", timeout=30)
+        child.sendline(password)
+        idx = child.expect([re.compile(rb"[#$] ?$", re.M), "Login incorrect", _LOGIN], timeout=60)
+        if idx != 0:
+            raise ConsoleError(f"domain {domain!r}: root login on the serial console was refused "
+                               "(wrong root password?)")
+        child.sendline(f"export PS1='{PROMPT}' TERM=dumb; stty -echo")
+        child.expect_exact(PROMPT, timeout=30)
+        yield SerialSession(child)
+        child.sendline("exit")
+    except pexpect.EOF as exc:
+        raise ConsoleError(f"domain {domain!r}: the console closed (is the domain running?): "
+                           f"{(child.before or b'').decode(errors='replace')[-200:]}") from exc
+    except pexpect.TIMEOUT as exc:
+        raise LabTimeoutError(f"domain {domain!r}: the serial console stopped answering") from exc
+    finally:
+        with contextlib.suppress(Exception):
+            child.sendcontrol("]")
+        child.close(force=True)

@@ -1,0 +1,142 @@
+"""Thin adapter around libvirt-python: a connection factory and error translation by code."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+
+import libvirt
+
+from macvtap_provider.errors import (
+    DaemonUnreachableError,
+    LabTimeoutError,
+    LibvirtError,
+    NotFoundError,
+)
+
+log = logging.getLogger(__name__)
+
+# libvirt prints every error to stderr unless a handler is installed; ours are raised instead.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_UNREACHABLE = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR,
+                libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_AUTH_FAILED}
+_NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN}
+
+STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate", libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked", libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown", libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed", libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+
+@contextlib.contextmanager
+def translate_errors(what: str, uri: str = "") -> Iterator[None]:
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        code = exc.get_error_code()
+        if code in _NOT_FOUND:
+            raise NotFoundError(f"{what}: {exc.get_error_message()}") from exc
+        if code in _UNREACHABLE:
+            raise DaemonUnreachableError(
+                f"{what}: libvirtd at {uri or 'the given URI'} does not answer "
+                f"({exc.get_error_message()}); is the libvirt container running?") from exc
+        raise LibvirtError(f"{what}: {exc.get_error_message()}") from exc
+
+
+@contextlib.contextmanager
+def connection(uri: str) -> Iterator[libvirt.virConnect]:
+    """An open connection to `uri`, closed afterwards."""
+    with translate_errors(f"connecting to libvirt at {uri}", uri):
+        conn = libvirt.open(uri)
+    try:
+        yield conn
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
+
+
+def wait_until_answering(uri: str, timeout_s: float, interval_s: float = 0.5) -> str:
+    """Poll until libvirtd at `uri` answers; returns its version string."""
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            with connection(uri) as conn:
+                v = conn.getLibVersion()
+                return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
+        except DaemonUnreachableError as exc:
+            last = str(exc)
+        time.sleep(interval_s)
+    raise LabTimeoutError(f"libvirtd at {uri} did not answer within {timeout_s:.0f}s ({last})")
+
+
+def find_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
+    try:
+        return conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in _NOT_FOUND:
+            return None
+        with translate_errors(f"looking up domain {name!r}"):
+            raise
+
+
+def state_name(dom: libvirt.virDomain) -> str:
+    with translate_errors(f"reading the state of domain {dom.name()!r}"):
+        state, _reason = dom.state()
+    return STATE_NAMES.get(state, "unknown")
+
+
+def define(conn: libvirt.virConnect, xml: str, name: str) -> libvirt.virDomain:
+    log.debug("virsh define (domain %s)", name)
+    with translate_errors(f"defining domain {name!r}"):
+        return conn.defineXML(xml)
+
+
+def start(dom: libvirt.virDomain) -> None:
+    log.debug("virsh start %s", dom.name())
+    with translate_errors(f"starting domain {dom.name()!r}"):
+        dom.create()
+
+
+def stop(dom: libvirt.virDomain) -> None:
+    """Hard stop (virsh destroy); a domain that is not running is fine."""
+    if dom.isActive():
+        log.debug("virsh destroy %s", dom.name())
+        with translate_errors(f"stopping domain {dom.name()!r}"):
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                    raise
+
+
+def undefine(dom: libvirt.virDomain) -> None:
+    log.debug("virsh undefine %s", dom.name())
+    with translate_errors(f"undefining domain {dom.name()!r}"):
+        try:
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() not in _NOT_FOUND:
+                raise
+
+
+def live_xml(dom: libvirt.virDomain) -> str:
+    with translate_errors(f"reading the XML of domain {dom.name()!r}"):
+        return str(dom.XMLDesc(0))
+
+
+def inactive_xml(dom: libvirt.virDomain) -> str:
+    with translate_errors(f"reading the XML of domain {dom.name()!r}"):
+        return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+
+
+def validate_xml(xml: str) -> None:
+    """Let libvirt's own test driver parse and define `xml` (no side effects anywhere)."""
+    with connection("test:///default") as conn, translate_errors("validating domain XML"):
+        dom = conn.defineXML(xml)
+        dom.undefine()

@@ -1,0 +1,142 @@
+"""Pure builder and readers for libvirt domain XML (lxml only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lxml import etree
+
+LAB_NS = "https://macvtap-lab.invalid/xmlns/domain/1"
+QEMU_BINARY = "/usr/bin/qemu-system-x86_64"
+
+
+@dataclass(frozen=True)
+class DirectNic:
+    """The seed's NIC: libvirt creates a macvtap on `source_dev` (`<interface type='direct'>`)."""
+
+    source_dev: str = "eth0"
+    mode: str = "bridge"
+
+
+@dataclass(frozen=True)
+class EthernetNic:
+    """A macvtap link made by us, handed to libvirt unmanaged (`<interface type='ethernet'>`).
+
+    Used when several libvirt containers share the host's /dev: the link gets a
+    host-wide unique ifindex, hence a /dev/tapN no other guest can open.
+    """
+
+    target_dev: str
+
+
+@dataclass(frozen=True)
+class DomainXmlSpec:
+    name: str
+    memory_mib: int
+    vcpus: int
+    disk_path: str
+    mac: str
+    nic: DirectNic | EthernetNic
+    domain_type: str = "qemu"  # "kvm" or "qemu" (TCG)
+    vhost: bool = False
+    disk_format: str = "qcow2"
+    owner: str = ""  # recorded in <metadata> to find a stack's domains
+
+
+def _sub(parent: etree._Element, tag: str, text: str | None = None,
+         **attrs: str) -> etree._Element:
+    el = etree.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def build_domain_xml(spec: DomainXmlSpec) -> str:
+    """The domain definition for `spec`, as a pretty-printed XML string."""
+    dom = etree.Element("domain", type=spec.domain_type)
+    _sub(dom, "name", spec.name)
+    meta = _sub(dom, "metadata")
+    lab = etree.SubElement(meta, f"{{{LAB_NS}}}lab", nsmap={"lab": LAB_NS})
+    etree.SubElement(lab, f"{{{LAB_NS}}}owner").text = spec.owner or spec.name
+    _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(dom, "currentMemory", str(spec.memory_mib), unit="MiB")
+    _sub(dom, "vcpu", str(spec.vcpus), placement="static")
+    os_el = _sub(dom, "os")
+    _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
+    _sub(os_el, "boot", dev="hd")
+    features = _sub(dom, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    if spec.domain_type == "kvm":
+        _sub(dom, "cpu", mode="host-passthrough", check="none")
+    _sub(dom, "clock", offset="utc")
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+
+    devices = _sub(dom, "devices")
+    _sub(devices, "emulator", QEMU_BINARY)
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type=spec.disk_format, cache="unsafe" if spec.domain_type == "qemu" else "none")
+    _sub(disk, "source", file=spec.disk_path)
+    _sub(disk, "target", dev="vda", bus="virtio")
+
+    if isinstance(spec.nic, DirectNic):
+        iface = _sub(devices, "interface", type="direct")
+        _sub(iface, "mac", address=spec.mac)
+        _sub(iface, "source", dev=spec.nic.source_dev, mode=spec.nic.mode)
+    else:
+        iface = _sub(devices, "interface", type="ethernet")
+        _sub(iface, "mac", address=spec.mac)
+        _sub(iface, "target", dev=spec.nic.target_dev, managed="no")
+    _sub(iface, "model", type="virtio")
+    if spec.vhost:
+        _sub(iface, "driver", name="vhost")
+
+    serial = _sub(devices, "serial", type="pty")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+    _sub(devices, "memballoon", model="none")
+    return etree.tostring(dom, pretty_print=True, encoding="unicode")
+
+
+def _parse(xml: str) -> etree._Element:
+    return etree.fromstring(xml.encode())
+
+
+def interface_mac(xml: str) -> str | None:
+    """The first NIC's MAC in a domain XML."""
+    el = _parse(xml).find("devices/interface/mac")
+    return None if el is None else str(el.get("address")).lower()
+
+
+def interface_target(xml: str) -> str | None:
+    """The host-side device name of the first NIC (live XML: e.g. macvtap0)."""
+    el = _parse(xml).find("devices/interface/target")
+    return None if el is None else el.get("dev")
+
+
+def domain_owner(xml: str) -> str | None:
+    el = _parse(xml).find(f"metadata/{{{LAB_NS}}}lab/{{{LAB_NS}}}owner")
+    return None if el is None else el.text
+
+
+def memory_mib(xml: str) -> int:
+    el = _parse(xml).find("memory")
+    if el is None or el.text is None:
+        return 0
+    value = int(el.text)
+    unit = el.get("unit", "KiB")
+    factor = {"KiB": 1 / 1024, "k": 1 / 1024, "MiB": 1, "M": 1, "GiB": 1024, "G": 1024}.get(unit, 1)
+    return int(value * factor)
+
+
+def vcpus(xml: str) -> int:
+    el = _parse(xml).find("vcpu")
+    return 0 if el is None or el.text is None else int(el.text)
+
+
+def disk_source(xml: str) -> str | None:
+    el = _parse(xml).find("devices/disk/source")
+    return None if el is None else el.get("file")

@@ -1,0 +1,152 @@
+"""Pure validation rules for lab inputs: names, MACs, addresses, sizes.
+
+Every function raises `SpecError(field, message)` with the input's name and the
+fix, so `check` can report it before anything is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from macvtap_provider.errors import SpecError
+
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# Docker accepts [a-zA-Z0-9][a-zA-Z0-9_.-]+; libvirt forbids '/' and we keep names
+# usable as file and interface-name stems, so both share this stricter rule.
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+MACVTAP_MODES = ("bridge", "vepa", "private", "passthrough")
+_IFNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
+MEMORY_MIB_RANGE = (128, 65536)
+VCPU_RANGE = (1, 64)
+
+
+def check_name(value: object, field: str) -> str:
+    """A container, domain or network name that docker and libvirt both accept."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise SpecError(field, f"{value!r} is not a valid name: use 1-63 letters, digits, "
+                        "'.', '_' or '-', starting with a letter or digit")
+    return value
+
+
+def check_ifname(value: object, field: str) -> str:
+    """A Linux interface name (at most 15 characters, no '/' or spaces)."""
+    if not isinstance(value, str) or not _IFNAME_RE.match(value) or value in (".", ".."):
+        raise SpecError(field, f"{value!r} is not a valid interface name: use at most 15 "
+                        "letters, digits, '.', '_' or '-' (e.g. eth0)")
+    return value
+
+
+def normalize_mac(value: object, field: str) -> str:
+    """A unicast, non-zero MAC in lower-case colon form."""
+    if not isinstance(value, str):
+        raise SpecError(field, f"{value!r} is not a MAC address: use the form 52:54:00:12:34:56")
+    mac = value.strip().lower().replace("-", ":")
+    if not _MAC_RE.match(mac):
+        raise SpecError(field, f"{value!r} is not a MAC address: use the form 52:54:00:12:34:56")
+    first = int(mac[:2], 16)
+    if first & 1:
+        raise SpecError(field, f"{value!r} is a multicast MAC: a NIC needs a unicast address "
+                        "(first octet even, e.g. 52:54:00:...)")
+    if mac == "00:00:00:00:00:00":
+        raise SpecError(field, "00:00:00:00:00:00 is not a usable MAC: omit it to derive one")
+    return mac
+
+
+def derive_mac(name: str) -> str:
+    """A stable, locally administered 52:54:00:xx:xx:xx MAC derived from a name."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
+
+
+def check_choice(value: object, field: str, choices: Iterable[str]) -> str:
+    options = tuple(choices)
+    if value not in options:
+        raise SpecError(field, f"{value!r} is not one of {', '.join(options)}")
+    return str(value)
+
+
+def check_int_range(value: object, field: str, lo: int, hi: int, unit: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise SpecError(field, f"{value!r} is not a whole number")
+    number = int(value)
+    if not lo <= number <= hi:
+        suffix = f" {unit}" if unit else ""
+        raise SpecError(field, f"{number}{suffix} is out of range: use {lo} to {hi}{suffix}")
+    return number
+
+
+@dataclass(frozen=True)
+class Ipv4Interface:
+    """An address with its prefix and gateway, checked to belong together."""
+
+    address: str
+    prefix: int
+    gateway: str
+
+    @property
+    def cidr(self) -> str:
+        return f"{self.address}/{self.prefix}"
+
+    @property
+    def network(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Interface(self.cidr).network
+
+
+def check_ipv4_interface(address: object, prefix: object, gateway: object,
+                         field: str = "address") -> Ipv4Interface:
+    """Validate an IPv4 address/prefix/gateway triple."""
+    try:
+        addr = ipaddress.IPv4Address(str(address))
+    except ValueError:
+        raise SpecError(field, f"{address!r} is not an IPv4 address (e.g. 10.213.0.10)") from None
+    length = check_int_range(prefix, "prefix", 1, 30)
+    try:
+        gw = ipaddress.IPv4Address(str(gateway))
+    except ValueError:
+        raise SpecError("gateway", f"{gateway!r} is not an IPv4 address") from None
+    net = ipaddress.IPv4Interface(f"{addr}/{length}").network
+    if gw not in net:
+        raise SpecError("gateway", f"{gw} is outside the subnet {net} of {addr}/{length}: "
+                        "use a gateway inside it")
+    if addr == gw:
+        raise SpecError(field, f"{addr} is the gateway's address: pick another host address")
+    if addr in (net.network_address, net.broadcast_address):
+        raise SpecError(field, f"{addr} is the network or broadcast address of {net}")
+    return Ipv4Interface(str(addr), length, str(gw))
+
+
+def check_subnet(value: object, field: str = "subnet") -> ipaddress.IPv4Network:
+    try:
+        net = ipaddress.IPv4Network(str(value), strict=True)
+    except ValueError as exc:
+        raise SpecError(field, f"{value!r} is not an IPv4 subnet in CIDR form "
+                        f"(e.g. 10.213.0.0/24): {exc}") from None
+    if net.prefixlen > 29:
+        raise SpecError(field, f"{net} is too small: use /29 or larger")
+    if net.is_global:
+        raise SpecError(field, f"{net} is a public range: labs use private ranges only "
+                        "(e.g. 10.213.0.0/24)")
+    return net
+
+
+def check_nameservers(values: object, field: str = "nameservers") -> tuple[str, ...]:
+    """Resolver addresses; public resolvers are refused (lab traffic stays in the lab)."""
+    if values is None:
+        return ()
+    if isinstance(values, str) or not isinstance(values, (list, tuple)):
+        raise SpecError(field, f"{values!r} is not a list of IPv4 addresses")
+    out = []
+    for value in values:
+        try:
+            addr = ipaddress.ip_address(str(value))
+        except ValueError:
+            raise SpecError(field, f"{value!r} is not an IP address") from None
+        if addr.is_global:
+            raise SpecError(field, f"{addr} is a public resolver: point the guest at a resolver "
+                            "inside the lab (e.g. the lab network's gateway)")
+        out.append(str(addr))
+    return tuple(out)

@@ -1,0 +1,29 @@
+"""Where macvtap-lab keeps caches, state and lab work files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The project checkout (for the embedded defaults such as the state dir).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Cache outside the clone (pulumi build, rootfs, guest image), shared by all clones."""
+    env = os.environ.get("MACVTAP_LAB_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "macvtap-lab"
+
+
+def work_root() -> Path:
+    """Host directory under which each lab container gets its work directory."""
+    env = os.environ.get("MACVTAP_LAB_WORK")
+    return Path(env) if env else Path("/var/lib/macvtap-lab")
+
+
+def default_guest_image() -> Path:
+    """The locally built Debian guest image used when no base image is configured."""
+    return cache_dir() / "images" / "debian-guest.qcow2"

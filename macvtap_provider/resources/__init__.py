@@ -1,0 +1,1 @@
+"""The lab's Pulumi dynamic resources, one module each."""

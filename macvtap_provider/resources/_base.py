@@ -1,0 +1,102 @@
+"""What every lab provider shares: check -> spec, exact diffs, logging to the engine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ReadResult, ResourceProvider
+
+from macvtap_provider.builders.diff import UNKNOWN, has_unknowns, plan_diff
+from macvtap_provider.errors import SpecError, UnsupportedError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_LOGGING_READY = False
+
+
+def setup_provider_logging() -> None:
+    """Send this library's log records to stderr, which `pulumi up` shows as progress.
+
+    MACVTAP_LAB_LOG_LEVEL (default INFO) picks the level; DEBUG shows every system call.
+    """
+    global _LOGGING_READY
+    if _LOGGING_READY:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+    root = logging.getLogger("macvtap_provider")
+    root.addHandler(handler)
+    root.setLevel(os.environ.get("MACVTAP_LAB_LOG_LEVEL", "INFO").upper())
+    root.propagate = False
+    _LOGGING_READY = True
+
+
+def is_unknown(value: object) -> bool:
+    return value == UNKNOWN
+
+
+def known(props: Mapping[str, Any], key: str, check: Callable[[Any], T]) -> T | None:
+    """Validate props[key] with `check` unless it is unknown (preview) or absent."""
+    value = props.get(key)
+    if value is None or is_unknown(value):
+        return None
+    return check(value)
+
+
+class LabProvider(ResourceProvider):
+    """Base for the lab's providers. Stateless, so Pulumi can pickle it into the state.
+
+    Subclasses set INPUTS (compared by diff), REPLACE_ON (those forcing a
+    replacement) and implement `normalize` (validate + fill defaults; pure) and
+    the CRUD methods.
+    """
+
+    INPUTS: ClassVar[tuple[str, ...]] = ()
+    REPLACE_ON: ClassVar[frozenset[str]] = frozenset()
+    KIND: ClassVar[str] = "resource"
+
+    def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
+        """Validate inputs (skipping unknown ones) and fill defaults. Raises SpecError."""
+        return props
+
+    def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
+        setup_provider_logging()
+        try:
+            return CheckResult(self.normalize(dict(news)), [])
+        except SpecError as exc:
+            return CheckResult(news, [CheckFailure(exc.field, f"{self.KIND}: {exc.reason}")])
+
+    def drift_replaces(self, _olds: dict[str, Any]) -> list[str]:
+        """Properties whose refreshed state says the object must be made again."""
+        return []
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        plan = plan_diff(olds, news, inputs=self.INPUTS, replace_on=self.REPLACE_ON)
+        replaces = list(plan.replaces) + [p for p in self.drift_replaces(olds)
+                                          if p not in plan.replaces]
+        changed = plan.has_changes or bool(replaces)
+        if changed:
+            log.debug("%s diff: changed=%s replaces=%s", self.KIND, plan.changed, replaces)
+        # Names are stable, so the old object must go before its replacement comes.
+        return DiffResult(changes=changed, replaces=replaces, stables=[],
+                          delete_before_replace=True)
+
+    def read_missing(self) -> ReadResult:
+        """The answer of `read` for an object that no longer exists."""
+        return ReadResult("", {})
+
+    @staticmethod
+    def require_known(props: Mapping[str, Any], *keys: str) -> None:
+        if has_unknowns({k: props.get(k) for k in keys}):
+            raise SpecError(keys[0], "is still unknown at apply time")
+
+    def refuse_import(self, props: Mapping[str, Any]) -> None:
+        if not any(k in props for k in self.INPUTS):
+            raise UnsupportedError(
+                f"`pulumi import` of a {self.KIND} is not supported: declare it in a stack "
+                "and run `pulumi up` (the provider recreates it from its inputs)")

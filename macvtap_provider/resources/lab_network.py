@@ -1,0 +1,118 @@
+"""LabNetwork: the docker network the lab lives on (internal by default: no way out)."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import docker.types
+import pulumi
+from pulumi.dynamic import CreateResult, ReadResult, Resource
+
+from macvtap_provider.adapters import docker_api
+from macvtap_provider.builders.validation import check_name, check_subnet
+from macvtap_provider.errors import DockerError, SpecError
+from macvtap_provider.resources._base import LabProvider, known
+
+log = logging.getLogger(__name__)
+LABEL = "org.macvtap-lab.network"
+
+
+@dataclass(frozen=True)
+class LabNetworkSpec:
+    name: str
+    subnet: str
+    gateway: str
+    internal: bool = True
+    docker_host: str | None = None
+
+    @staticmethod
+    def from_props(props: dict[str, Any]) -> LabNetworkSpec:
+        return LabNetworkSpec(
+            name=props["name"], subnet=props["subnet"], gateway=props["gateway"],
+            internal=bool(props.get("internal", True)), docker_host=props.get("docker_host"))
+
+
+class LabNetworkProvider(LabProvider):
+    INPUTS = ("name", "subnet", "gateway", "internal", "docker_host")
+    REPLACE_ON = frozenset(INPUTS)
+    KIND = "LabNetwork"
+
+    def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
+        known(props, "name", lambda v: check_name(v, "name"))
+        net = known(props, "subnet", check_subnet)
+        props.setdefault("internal", True)
+        if net is not None:
+            gateway = props.get("gateway") or str(next(net.hosts()))
+            if ipaddress.IPv4Address(gateway) not in net:
+                raise SpecError("gateway", f"{gateway} is outside the subnet {net}")
+            props["gateway"] = gateway
+        return props
+
+    def create(self, props: dict[str, Any]) -> CreateResult:
+        spec = LabNetworkSpec.from_props(props)
+        log.info("creating docker network %s (%s, internal=%s)", spec.name, spec.subnet,
+                 spec.internal)
+        pool = docker.types.IPAMPool(subnet=spec.subnet, gateway=spec.gateway)
+        with docker_api.docker_client(spec.docker_host) as client:
+            with docker_api.translate_errors(f"creating network {spec.name!r}"):
+                if client.networks.list(names=[spec.name]):
+                    raise DockerError(f"network {spec.name!r} already exists: remove it "
+                                      f"(docker network rm {spec.name}) or pick another name")
+                net = client.networks.create(
+                    spec.name, driver="bridge", internal=spec.internal,
+                    ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                    labels={LABEL: spec.name}, check_duplicate=True)
+            return CreateResult(str(net.id), self._outs(props, net.attrs))
+
+    @staticmethod
+    def _outs(props: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
+        return {**props, "network_id": attrs["Id"],
+                "bridge": attrs.get("Options", {}).get("com.docker.network.bridge.name")
+                or f"br-{attrs['Id'][:12]}"}
+
+    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
+        self.refuse_import(props)
+        spec = LabNetworkSpec.from_props(props)
+        with docker_api.docker_client(spec.docker_host) as client:
+            with docker_api.translate_errors(f"reading network {spec.name!r}"):
+                try:
+                    net = client.networks.get(id_)
+                except docker.errors.NotFound:
+                    return self.read_missing()
+            return ReadResult(id_, self._outs(props, net.attrs))
+
+    def delete(self, id_: str, props: dict[str, Any]) -> None:
+        spec = LabNetworkSpec.from_props(props)
+        log.info("removing docker network %s", spec.name)
+        with (docker_api.docker_client(spec.docker_host) as client,
+              docker_api.translate_errors(f"removing network {spec.name!r}"),
+              contextlib.suppress(docker.errors.NotFound)):
+            client.networks.get(id_).remove()
+
+
+@dataclass
+class LabNetworkArgs:
+    name: pulumi.Input[str]
+    subnet: pulumi.Input[str] = "10.213.0.0/24"
+    gateway: pulumi.Input[str] | None = None
+    internal: pulumi.Input[bool] = True
+    docker_host: pulumi.Input[str] | None = None
+
+
+class LabNetwork(Resource, module="macvtap", name="LabNetwork"):
+    """A docker bridge network for the lab; `internal` networks cannot reach outside."""
+
+    network_id: pulumi.Output[str]
+    name: pulumi.Output[str]
+    subnet: pulumi.Output[str]
+    gateway: pulumi.Output[str]
+    bridge: pulumi.Output[str]
+
+    def __init__(self, resource_name: str, args: LabNetworkArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        props = {**vars(args), "network_id": None, "bridge": None}
+        super().__init__(LabNetworkProvider(), resource_name, props, opts)

@@ -1,0 +1,94 @@
+"""The doctor's docker checks against the real dockerd of this machine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+
+from macvtap_provider import doctor
+from macvtap_provider.adapters.host import (
+    PROBE_LABEL,
+    privileged_allowed,
+    probe_container,
+    read_capability_bounding,
+)
+from macvtap_provider.builders.security import (
+    SecurityMode,
+    container_security_kwargs,
+    missing_capabilities,
+)
+from macvtap_provider.doctor import Status
+
+pytestmark = pytest.mark.docker
+
+NOT_DOCKER = ["kvm", "tun", "vhost-net", "guestfs", "pulumi"]
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    try:
+        handle = docker.from_env()
+        handle.ping()
+    except docker.errors.DockerException as exc:
+        pytest.skip(f"dockerd not reachable: {exc}")
+    yield handle
+    handle.close()
+
+
+@pytest.fixture(scope="module")
+def base_image(client: docker.DockerClient) -> str:
+    from macvtap_provider.images.base import ensure_base_image
+
+    return ensure_base_image()
+
+
+def _probe_containers(client: docker.DockerClient) -> list[str]:
+    found = client.containers.list(all=True, filters={"label": PROBE_LABEL})
+    return sorted(str(c.name) for c in found)
+
+
+def test_doctor_docker_checks(client: docker.DockerClient, base_image: str) -> None:
+    before = _probe_containers(client)
+    results = {r.name: r for r in doctor.run_checks(NOT_DOCKER, image=base_image)}
+
+    assert results["docker"].status is Status.PASS
+    if missing_capabilities(read_capability_bounding()):
+        # This host: runc cannot apply the full set, so capability mode takes over.
+        assert results["privileged"].status is Status.WARN
+        assert "unable to apply caps" in results["privileged"].detail
+        assert "capability mode is used" in results["privileged"].detail
+    else:
+        assert results["privileged"].status is Status.PASS
+    assert results["dev"].status is Status.PASS, results["dev"].detail
+    assert "/dev/net/tun" in results["dev"].detail
+    assert {results[name].status for name in NOT_DOCKER} == {Status.SKIP}
+    assert doctor.exit_code(list(results.values())) == 0
+    assert _probe_containers(client) == before
+
+
+def test_privileged_probe_removes_its_container(
+    client: docker.DockerClient, base_image: str
+) -> None:
+    before = _probe_containers(client)
+    ok, why = privileged_allowed(client, base_image)
+    if missing_capabilities(read_capability_bounding()):
+        assert not ok
+        assert "operation not permitted" in why
+    assert _probe_containers(client) == before
+
+
+def test_without_dev_mount_tun_is_absent(client: docker.DockerClient, base_image: str) -> None:
+    """What the /dev check guards against: docker's own /dev has no /dev/net/tun."""
+    missing = missing_capabilities(read_capability_bounding())
+    kwargs = container_security_kwargs(SecurityMode.CAPABILITIES, missing)
+    del kwargs["volumes"]
+    with probe_container(client, base_image, kwargs) as container:
+        code, _ = container.exec_run(["sh", "-c", "exec 3<>/dev/net/tun"])
+        assert code != 0
+    with_dev = container_security_kwargs(SecurityMode.CAPABILITIES, missing)
+    with probe_container(client, base_image, with_dev) as container:
+        code, _ = container.exec_run(["sh", "-c", "exec 3<>/dev/net/tun"])
+        assert code == 0

@@ -1,0 +1,201 @@
+// Command pulumi-language-python is macvtap-lab's own Python language host.
+//
+// The upstream language host module is not served by the Go module proxy this
+// project can reach, so this small gRPC server implements the part of the
+// LanguageRuntime contract that `pulumi preview/up/refresh/destroy` use: it runs
+// a Python program through the `pulumi-language-python-exec` executor that sits
+// next to this binary. Plugin discovery is left to the engine (provider plugins
+// are found on PATH or in the plugin cache).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	pbempty "google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/grpc"
+
+	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
+	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
+	pulumirpc "github.com/pulumi/pulumi/sdk/v3/proto/go"
+)
+
+// exitAfterUserMessage is the executor's exit code for "an actionable error was
+// already shown to the user": the engine should stop without adding noise.
+const exitAfterUserMessage = 32
+
+type host struct {
+	pulumirpc.UnimplementedLanguageRuntimeServer
+	engineAddress string
+	execPath      string
+}
+
+func main() {
+	fs := flag.NewFlagSet("pulumi-language-python", flag.ContinueOnError)
+	// Flags the engine may pass; accepted so that parsing never fails on them.
+	fs.String("tracing", "", "tracing endpoint (ignored)")
+	fs.String("root", "", "project root (ignored)")
+	fs.String("virtualenv", "", "virtualenv (ignored; use Pulumi.yaml options)")
+	fs.String("toolchain", "", "toolchain (ignored)")
+	fs.String("typechecker", "", "type checker (ignored)")
+	fs.Bool("logtostderr", false, "(ignored)")
+	fs.String("v", "", "(ignored)")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	h := &host{engineAddress: fs.Arg(0), execPath: findExecutor()}
+	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
+		Init: func(s *grpc.Server) error {
+			pulumirpc.RegisterLanguageRuntimeServer(s, h)
+			return nil
+		},
+		Options: rpcutil.OpenTracingServerInterceptorOptions(nil),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cannot serve:", err)
+		os.Exit(1)
+	}
+	// The engine reads the port from our first line of stdout.
+	fmt.Printf("%d\n", handle.Port)
+	if err := <-handle.Done; err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// findExecutor locates the program executor: on PATH first (the project puts
+// .tools/bin there), else beside this binary.
+func findExecutor() string {
+	const name = "pulumi-language-python-exec"
+	if path, err := exec.LookPath(name); err == nil {
+		return path
+	}
+	if self, err := os.Executable(); err == nil {
+		return filepath.Join(filepath.Dir(self), name)
+	}
+	return name
+}
+
+func (h *host) Handshake(_ context.Context, req *pulumirpc.LanguageHandshakeRequest) (*pulumirpc.LanguageHandshakeResponse, error) {
+	if req.GetEngineAddress() != "" {
+		h.engineAddress = req.GetEngineAddress()
+	}
+	return &pulumirpc.LanguageHandshakeResponse{}, nil
+}
+
+func (h *host) GetPluginInfo(context.Context, *pbempty.Empty) (*pulumirpc.PluginInfo, error) {
+	return &pulumirpc.PluginInfo{Version: version.Version}, nil
+}
+
+func (h *host) GetRequiredPlugins(context.Context, *pulumirpc.GetRequiredPluginsRequest) (*pulumirpc.GetRequiredPluginsResponse, error) {
+	return &pulumirpc.GetRequiredPluginsResponse{}, nil
+}
+
+func (h *host) GetRequiredPackages(context.Context, *pulumirpc.GetRequiredPackagesRequest) (*pulumirpc.GetRequiredPackagesResponse, error) {
+	return &pulumirpc.GetRequiredPackagesResponse{}, nil
+}
+
+func (h *host) GetProgramDependencies(context.Context, *pulumirpc.GetProgramDependenciesRequest) (*pulumirpc.GetProgramDependenciesResponse, error) {
+	return &pulumirpc.GetProgramDependenciesResponse{}, nil
+}
+
+func (h *host) About(_ context.Context, req *pulumirpc.AboutRequest) (*pulumirpc.AboutResponse, error) {
+	python := pythonFor(req.GetInfo())
+	out, err := exec.Command(python, "--version").Output()
+	if err != nil {
+		return nil, fmt.Errorf("cannot run %s --version: %w", python, err)
+	}
+	return &pulumirpc.AboutResponse{Executable: python, Version: strings.TrimPrefix(strings.TrimSpace(string(out)), "Python ")}, nil
+}
+
+// pythonFor picks the interpreter: PULUMI_PYTHON_CMD, then the project's
+// `virtualenv` runtime option, then python3 on PATH.
+func pythonFor(info *pulumirpc.ProgramInfo) string {
+	if cmd := os.Getenv("PULUMI_PYTHON_CMD"); cmd != "" {
+		return cmd
+	}
+	if info != nil && info.GetOptions() != nil {
+		if venv, ok := info.GetOptions().AsMap()["virtualenv"].(string); ok && venv != "" {
+			if !filepath.IsAbs(venv) {
+				venv = filepath.Join(info.GetRootDirectory(), venv)
+			}
+			return filepath.Join(venv, "bin", "python")
+		}
+	}
+	return "python3"
+}
+
+func (h *host) Run(ctx context.Context, req *pulumirpc.RunRequest) (*pulumirpc.RunResponse, error) {
+	info := req.GetInfo()
+	program := req.GetProgram()
+	if info != nil && info.GetEntryPoint() != "" {
+		program = filepath.Join(info.GetProgramDirectory(), info.GetEntryPoint())
+	}
+	args := []string{"-u", h.execPath,
+		"--monitor", req.GetMonitorAddress(),
+		"--engine", h.engineAddress,
+		"--project", req.GetProject(),
+		"--stack", req.GetStack(),
+		"--pwd", req.GetPwd(),
+		"--dry_run", strconv.FormatBool(req.GetDryRun()),
+		"--parallel", strconv.Itoa(int(req.GetParallel())),
+		"--organization", req.GetOrganization(),
+	}
+	if info != nil && info.GetRootDirectory() != "" {
+		args = append(args, "--root_directory", info.GetRootDirectory())
+	}
+	args = append(args, program)
+	args = append(args, req.GetArgs()...)
+
+	configMap := req.GetConfig()
+	if configMap == nil {
+		configMap = map[string]string{}
+	}
+	config, err := json.Marshal(configMap)
+	if err != nil {
+		return nil, err
+	}
+	secretKeys := req.GetConfigSecretKeys()
+	if secretKeys == nil {
+		secretKeys = []string{}
+	}
+	secrets, err := json.Marshal(secretKeys)
+	if err != nil {
+		return nil, err
+	}
+
+	cmd := exec.CommandContext(ctx, pythonFor(info), args...)
+	cmd.Dir = req.GetPwd()
+	cmd.Stdout = os.Stdout
+	cmd.Stderr = os.Stderr
+	cmd.Env = append(os.Environ(),
+		"PULUMI_CONFIG="+string(config),
+		"PULUMI_CONFIG_SECRET_KEYS="+string(secrets),
+		"PULUMI_PROJECT="+req.GetProject(),
+		"PULUMI_STACK="+req.GetStack(),
+		"PULUMI_DRY_RUN="+strconv.FormatBool(req.GetDryRun()),
+		"PULUMI_MONITOR="+req.GetMonitorAddress(),
+		"PULUMI_ENGINE="+h.engineAddress,
+	)
+	if err := cmd.Run(); err != nil {
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			if status, ok := exitErr.Sys().(syscall.WaitStatus); ok && status.ExitStatus() == exitAfterUserMessage {
+				return &pulumirpc.RunResponse{Bail: true}, nil
+			}
+			return &pulumirpc.RunResponse{Error: fmt.Sprintf("python program exited with %v", exitErr)}, nil
+		}
+		return &pulumirpc.RunResponse{Error: fmt.Sprintf("cannot start %s: %v", pythonFor(info), err)}, nil
+	}
+	return &pulumirpc.RunResponse{}, nil
+}
