@@ -41,6 +41,7 @@ class DomainXmlSpec:
     vhost: bool = False
     disk_format: str = "qcow2"
     owner: str = ""  # recorded in <metadata> to find a stack's domains
+    uuid: str | None = None  # set when redefining an existing domain
 
 
 def _sub(parent: etree._Element, tag: str, text: str | None = None,
@@ -55,6 +56,8 @@ def build_domain_xml(spec: DomainXmlSpec) -> str:
     """The domain definition for `spec`, as a pretty-printed XML string."""
     dom = etree.Element("domain", type=spec.domain_type)
     _sub(dom, "name", spec.name)
+    if spec.uuid:
+        _sub(dom, "uuid", spec.uuid)
     meta = _sub(dom, "metadata")
     lab = etree.SubElement(meta, f"{{{LAB_NS}}}lab", nsmap={"lab": LAB_NS})
     etree.SubElement(lab, f"{{{LAB_NS}}}owner").text = spec.owner or spec.name
@@ -77,7 +80,7 @@ def build_domain_xml(spec: DomainXmlSpec) -> str:
     devices = _sub(dom, "devices")
     _sub(devices, "emulator", QEMU_BINARY)
     disk = _sub(devices, "disk", type="file", device="disk")
-    _sub(disk, "driver", name="qemu", type=spec.disk_format, cache="unsafe" if spec.domain_type == "qemu" else "none")
+    _sub(disk, "driver", name="qemu", type=spec.disk_format)
     _sub(disk, "source", file=spec.disk_path)
     _sub(disk, "target", dev="vda", bus="virtio")
 
@@ -140,3 +143,8 @@ def vcpus(xml: str) -> int:
 def disk_source(xml: str) -> str | None:
     el = _parse(xml).find("devices/disk/source")
     return None if el is None else el.get("file")
+
+
+def etree_domain_type(xml: str) -> str:
+    """The domain's type attribute (kvm or qemu)."""
+    return str(_parse(xml).get("type", ""))
