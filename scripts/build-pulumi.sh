@@ -18,8 +18,6 @@ key=$( (cat "$SRC/go.mod" "$SRC/go.sum" "$SRC/langhost/main.go"; echo "$LDFLAGS"
 out="$CACHE/pulumi/v$VERSION-$key"
 mkdir -p "$BIN"
 
-# The Python-side scripts are ours and tiny: always refresh them from the clone.
-install -m 0755 "$SRC/pulumi-language-python-exec" "$SRC/pulumi-resource-pulumi-python" "$BIN/"
 
 # A pulumi on PATH (not our own wrapper) that is new enough wins for the CLI.
 system_pulumi=$(PATH=$(echo "$PATH" | tr ':' '\n' | grep -vx "$BIN" | paste -sd:) command -v pulumi || true)
@@ -48,9 +46,16 @@ else
   log "cached build $out"
 fi
 
-# Beside the engine binary the two scripts count as bundled plugins (no
-# "found on PATH" warning on every run).
-install -m 0755 "$SRC/pulumi-language-python-exec" "$SRC/pulumi-resource-pulumi-python" "$out/"
+# The Python-side scripts are ours and tiny: always refresh them from the clone. Beside
+# our engine binary they count as bundled (no "found on PATH" warning on every run);
+# a system pulumi gets them through .tools/bin on PATH instead.
+scripts=("$SRC/pulumi-language-python-exec" "$SRC/pulumi-resource-pulumi-python")
+if [ -z "${cli:-}" ]; then
+  install -m 0755 "${scripts[@]}" "$out/"
+  rm -f "$BIN/pulumi-language-python-exec" "$BIN/pulumi-resource-pulumi-python"
+else
+  install -m 0755 "${scripts[@]}" "$BIN/"
+fi
 ln -sf "$out/pulumi-language-python" "$BIN/pulumi-language-python"
 ln -sf "${cli:-$out/pulumi}" "$BIN/pulumi-engine"
 # .tools/bin/pulumi is a wrapper: the real CLI with the project's defaults

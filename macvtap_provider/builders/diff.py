@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from pulumi.output import Unknown
+
 #: The placeholder Pulumi uses for values unknown during preview.
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
@@ -40,8 +42,14 @@ def plan_diff(olds: Mapping[str, object], news: Mapping[str, object], *,
     return DiffPlan(tuple(changed), tuple(replaces), tuple(unknown))
 
 
+def is_unknown(value: object) -> bool:
+    """True for a value Pulumi does not know yet (preview): its placeholder string or
+    the SDK's Unknown object."""
+    return value == UNKNOWN or isinstance(value, Unknown)
+
+
 def _contains_unknown(value: object) -> bool:
-    if value == UNKNOWN:
+    if is_unknown(value):
         return True
     if isinstance(value, Mapping):
         return any(_contains_unknown(v) for v in value.values())

@@ -8,9 +8,11 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
+__all__ = ["LabProvider", "is_unknown", "known", "setup_provider_logging"]
+
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ReadResult, ResourceProvider
 
-from macvtap_provider.builders.diff import UNKNOWN, has_unknowns, plan_diff
+from macvtap_provider.builders.diff import has_unknowns, is_unknown, plan_diff
 from macvtap_provider.errors import SpecError, UnsupportedError
 
 log = logging.getLogger(__name__)
@@ -34,10 +36,6 @@ def setup_provider_logging() -> None:
     root.setLevel(os.environ.get("MACVTAP_LAB_LOG_LEVEL", "INFO").upper())
     root.propagate = False
     _LOGGING_READY = True
-
-
-def is_unknown(value: object) -> bool:
-    return value == UNKNOWN
 
 
 def known(props: Mapping[str, Any], key: str, check: Callable[[Any], T]) -> T | None:

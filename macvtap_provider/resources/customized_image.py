@@ -24,6 +24,7 @@ from pulumi.dynamic import CreateResult, ReadResult, Resource
 
 from macvtap_provider import paths
 from macvtap_provider.adapters import guestfs_api, qemu_img
+from macvtap_provider.adapters.isolate import run_isolated
 from macvtap_provider.builders import guest_config
 from macvtap_provider.builders.secrets import (
     check_password,
@@ -208,17 +209,11 @@ class CustomizedImageProvider(LabProvider):
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = CustomizedImageSpec.from_props(props)
         out = spec.output_path
-        if spec.base_image == paths.default_guest_image() and not spec.base_image.exists():
-            from macvtap_provider.images.guest_image import ensure_guest_image
-
-            log.info("building the default Debian guest image (first time: ~75 s)")
-            ensure_guest_image(spec.base_image)
         self._claim(out)
         started = time.monotonic()
         try:
-            self._make_disk(spec)
-            with guestfs_api.open_image(str(out)) as session:
-                self._customize(session, spec)
+            # libguestfs forks; it must not run inside the provider's gRPC process.
+            run_isolated(build_image, spec)
         except BaseException:
             self._remove_files(out)
             raise
@@ -245,7 +240,7 @@ class CustomizedImageProvider(LabProvider):
         marker.write_text(json.dumps({"created": time.time(), "pid": os.getpid()}))
 
     @staticmethod
-    def _make_disk(spec: CustomizedImageSpec) -> None:
+    def make_disk(spec: CustomizedImageSpec) -> None:
         out = spec.output_path
         tmp_out = out.with_name(out.name + ".tmp")
         tmp_out.unlink(missing_ok=True)
@@ -266,7 +261,7 @@ class CustomizedImageProvider(LabProvider):
         tmp_out.replace(out)
 
     @staticmethod
-    def _customize(session: guestfs_api.GuestSession, spec: CustomizedImageSpec) -> None:
+    def customize(session: guestfs_api.GuestSession, spec: CustomizedImageSpec) -> None:
         day = int(time.time() // 86400)
         shadow = session.read("/etc/shadow")
         session.write("/etc/shadow", guest_config.shadow_with_root_hash(
@@ -319,6 +314,18 @@ class CustomizedImageProvider(LabProvider):
             path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             out.parent.rmdir()  # only when empty
+
+
+def build_image(spec: CustomizedImageSpec) -> None:
+    """Make the disk and apply every edit in one appliance launch (runs isolated)."""
+    if spec.base_image == paths.default_guest_image() and not spec.base_image.exists():
+        from macvtap_provider.images.guest_image import ensure_guest_image
+
+        log.info("building the default Debian guest image (first time: ~75 s)")
+        ensure_guest_image(spec.base_image)
+    CustomizedImageProvider.make_disk(spec)
+    with guestfs_api.open_image(str(spec.output_path)) as session:
+        CustomizedImageProvider.customize(session, spec)
 
 
 def _install_host_keys(session: guestfs_api.GuestSession) -> None:

@@ -86,8 +86,7 @@ def guest_commands(spec: GuestNetworkSpec) -> list[str]:
 
 class GuestNetworkProvider(LabProvider):
     INPUTS = ("domain", "libvirt_uri", "container", "network", "address", "prefix", "gateway",
-              "method", "nameservers", "container_dev", "docker_host", "domain_uuid",
-              "probe_image")
+              "method", "nameservers", "container_dev", "docker_host", "probe_image")
     REPLACE_ON = frozenset(INPUTS)
     KIND = "GuestNetwork"
 
@@ -256,7 +255,6 @@ class GuestNetworkArgs:
     nameservers: pulumi.Input[list[str]] | None = None
     container_dev: pulumi.Input[str] = "eth0"
     docker_host: pulumi.Input[str] | None = None
-    domain_uuid: pulumi.Input[str] | None = None
     probe_image: pulumi.Input[str] | None = None
 
 

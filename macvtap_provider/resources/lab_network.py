@@ -28,16 +28,18 @@ class LabNetworkSpec:
     gateway: str
     internal: bool = True
     docker_host: str | None = None
+    ip_range: str | None = None
 
     @staticmethod
     def from_props(props: dict[str, Any]) -> LabNetworkSpec:
         return LabNetworkSpec(
             name=props["name"], subnet=props["subnet"], gateway=props["gateway"],
-            internal=bool(props.get("internal", True)), docker_host=props.get("docker_host"))
+            internal=bool(props.get("internal", True)), docker_host=props.get("docker_host"),
+            ip_range=props.get("ip_range"))
 
 
 class LabNetworkProvider(LabProvider):
-    INPUTS = ("name", "subnet", "gateway", "internal", "docker_host")
+    INPUTS = ("name", "subnet", "gateway", "internal", "docker_host", "ip_range")
     REPLACE_ON = frozenset(INPUTS)
     KIND = "LabNetwork"
 
@@ -50,13 +52,21 @@ class LabNetworkProvider(LabProvider):
             if ipaddress.IPv4Address(gateway) not in net:
                 raise SpecError("gateway", f"{gateway} is outside the subnet {net}")
             props["gateway"] = gateway
+            # Docker hands out addresses only from the lower half; the upper half is free
+            # for guests with addresses of their own.
+            if not props.get("ip_range"):
+                props["ip_range"] = str(next(net.subnets(prefixlen_diff=1)))
+            rng = check_subnet(props["ip_range"], "ip_range")
+            if not rng.subnet_of(net):
+                raise SpecError("ip_range", f"{rng} is not inside the subnet {net}")
         return props
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = LabNetworkSpec.from_props(props)
         log.info("creating docker network %s (%s, internal=%s)", spec.name, spec.subnet,
                  spec.internal)
-        pool = docker.types.IPAMPool(subnet=spec.subnet, gateway=spec.gateway)
+        pool = docker.types.IPAMPool(subnet=spec.subnet, gateway=spec.gateway,
+                                     iprange=spec.ip_range)
         with docker_api.docker_client(spec.docker_host) as client:
             with docker_api.translate_errors(f"creating network {spec.name!r}"):
                 if client.networks.list(names=[spec.name]):
@@ -101,6 +111,7 @@ class LabNetworkArgs:
     gateway: pulumi.Input[str] | None = None
     internal: pulumi.Input[bool] = True
     docker_host: pulumi.Input[str] | None = None
+    ip_range: pulumi.Input[str] | None = None
 
 
 class LabNetwork(Resource, module="macvtap", name="LabNetwork"):

@@ -257,6 +257,7 @@ class LibvirtContainer(Resource, module="macvtap", name="LibvirtContainer"):
     netns: pulumi.Output[str]
     security_mode_used: pulumi.Output[str]
     docker_host: pulumi.Output[str]
+    image_ref: pulumi.Output[str]
 
     def __init__(self, resource_name: str, args: LibvirtContainerArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:

@@ -1,0 +1,43 @@
+"""Run a function in a fresh interpreter (multiprocessing "spawn").
+
+The dynamic-provider process is a gRPC server; gRPC's fork handlers break C
+libraries that fork() behind Python's back (libguestfs forks supermin and qemu:
+"Kick failed: eventfd_write: Bad file descriptor", then SIGABRT). A spawned
+interpreter has no gRPC in it. Arguments travel over a pipe, never in argv.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _child(func: Callable[..., T], level: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
+    root = logging.getLogger("macvtap_provider")
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+    return func(*args, **kwargs)
+
+
+def run_isolated(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`func(*args, **kwargs)` in a spawned child; its exception is re-raised here.
+
+    MACVTAP_LAB_NO_ISOLATION=1 runs it in-process (tests, debugging).
+    """
+    if os.environ.get("MACVTAP_LAB_NO_ISOLATION") == "1":
+        return func(*args, **kwargs)
+    level = logging.getLogger("macvtap_provider").getEffectiveLevel()
+    ctx = multiprocessing.get_context("spawn")
+    log.debug("running %s.%s in a fresh process", func.__module__, func.__qualname__)
+    with ctx.Pool(1) as pool:
+        result: T = pool.apply(_child, (func, level, args, kwargs))
+    return result

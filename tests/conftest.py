@@ -1,0 +1,71 @@
+"""Shared test plumbing: component gates and naming.
+
+A test that needs a component (dockerd, libvirt image, libguestfs, Pulumi engine)
+asks `require(...)`. Where the component is truly absent it is skipped with the
+reason shown; under CI (CI=true) a missing component fails the run instead, so CI
+can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def absent(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"required component missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+@functools.cache
+def _docker_ok() -> str | None:
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+        client.close()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure means "absent"
+        return f"dockerd not reachable ({exc}); run `make setup`"
+
+
+def _pulumi_ok() -> str | None:
+    if not (ROOT / ".tools" / "bin" / "pulumi").exists():
+        return "Pulumi engine not built (.tools/bin/pulumi); run `make setup`"
+    return None
+
+
+def _guestfs_ok() -> str | None:
+    try:
+        import guestfs  # noqa: F401
+    except ImportError:
+        return "python3-guestfs not importable; run `make setup`"
+    return None
+
+
+_CHECKS = {"docker": _docker_ok, "pulumi": _pulumi_ok, "guestfs": _guestfs_ok,
+           "qemu": lambda: None if shutil.which("qemu-system-x86_64") else "qemu missing"}
+
+
+def require(*components: str) -> None:
+    """Skip (locally) or fail (CI) unless every named component is present."""
+    for name in components:
+        reason = _CHECKS[name]()
+        if reason:
+            absent(reason)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for names of throw-away objects."""
+    return secrets.token_hex(3)
