@@ -27,3 +27,21 @@ def work_root() -> Path:
 def default_guest_image() -> Path:
     """The locally built Debian guest image used when no base image is configured."""
     return cache_dir() / "images" / "debian-guest.qcow2"
+
+
+def prune_empty_dirs(start: Path, levels: int) -> None:
+    """Remove `start` and up to `levels - 1` of its parents while they are empty.
+
+    Never the work root itself. Resources sharing a lab's work directory each call
+    this after removing their own files, so whichever goes last leaves nothing behind.
+    """
+    stop = work_root().resolve()
+    current = start.resolve()
+    for _ in range(levels):
+        if current == stop or current == current.parent:
+            return
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        current = current.parent

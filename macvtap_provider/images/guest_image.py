@@ -53,6 +53,8 @@ KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} ro console=ttyS0,115200n8 net.ifnames
 SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
 SIDECAR_SUFFIX = ".recipe.json"
 HOSTKEYS_UNIT = "macvtap-lab-ssh-hostkeys.service"
+#: Marks the throw-away build container (value: the build lock's name).
+BUILD_LABEL = "org.macvtap-lab.guest-build"
 
 # Runs as the throw-away container's command; stdout/stderr go to the build log.
 INSTALL_SCRIPT = f"""\
@@ -203,7 +205,7 @@ def ensure_guest_image(path: Path | None = None, force: bool = False) -> Path:
         work = Path(tempfile.mkdtemp(prefix=f".work-{target.name}-", dir=target.parent))
         try:
             rootfs = work / "rootfs.tar"
-            _install_packages(base_tag, digest, rootfs)
+            _install_packages(base_tag, digest, lock, rootfs)
             raw = work / "disk.raw"
             kernel = _make_disk(rootfs, raw)
             rootfs.unlink()
@@ -230,25 +232,31 @@ def _write_sidecar(target: Path, digest: str, kernel: str, work: Path) -> None:
     os.replace(partial, sidecar_path(target))
 
 
-def _install_packages(base_tag: str, digest: str, rootfs: Path) -> None:
+def _install_packages(base_tag: str, digest: str, lock: str, rootfs: Path) -> None:
     """apt-get install the guest packages in a throw-away container; export its files."""
     log.info("installing %s in a build container FROM %s", ", ".join(GUEST_PACKAGES), base_tag)
     tail: deque[str] = deque(maxlen=15)
     with docker_client() as client:
         try:
+            # We hold the lock: a container with our label was left by a killed build.
+            leftovers = client.containers.list(
+                all=True, filters={"label": [f"{BUILD_LABEL}={lock}"]})
+            for stale in leftovers:
+                log.info("removing build container %s left by an interrupted build", stale.name)
+                stale.remove(force=True)
             container = client.containers.create(
                 base_tag, command=["/bin/sh", "-c", INSTALL_SCRIPT],
-                labels={RECIPE_LABEL: digest, "org.macvtap-lab.role": "guest-image-build"})
+                labels={RECIPE_LABEL: digest, BUILD_LABEL: lock})
         except docker.errors.DockerException as exc:
             raise ImageBuildError(
                 f"guest image: cannot create the build container from {base_tag} ({exc}): "
                 "check dockerd") from exc
         try:
             container.start()
-            for raw_line in container.logs(stream=True, follow=True):
-                line = raw_line.decode(errors="replace").rstrip()
-                log.debug("guest build: %s", line)
-                tail.append(line)
+            for chunk in container.logs(stream=True, follow=True):
+                for line in chunk.decode(errors="replace").splitlines():
+                    log.debug("guest build: %s", line)
+                    tail.append(line)
             status = container.wait().get("StatusCode", -1)
             if status != 0:
                 output = "\n  ".join(tail)
@@ -258,8 +266,8 @@ def _install_packages(base_tag: str, digest: str, rootfs: Path) -> None:
                     f"output:\n  {output}")
             with open(rootfs, "wb") as out:
                 # types-docker says str; the SDK yields bytes chunks.
-                for chunk in cast("Iterator[bytes]", container.export()):
-                    out.write(chunk)
+                for data in cast("Iterator[bytes]", container.export()):
+                    out.write(data)
         except docker.errors.DockerException as exc:
             raise ImageBuildError(
                 f"guest image: the build container failed ({exc}): check dockerd and free "

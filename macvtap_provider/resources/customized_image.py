@@ -7,7 +7,6 @@ keys, an optional static eth0, fresh SSH host keys, cloud-init disabled.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -312,8 +311,7 @@ class CustomizedImageProvider(LabProvider):
     def _remove_files(out: Path) -> None:
         for path in (out, base_link_path(out), out.with_name(out.name + ".tmp"), marker_path(out)):
             path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            out.parent.rmdir()  # only when empty
+        paths.prune_empty_dirs(out.parent, levels=2)  # images/ and the work dir
 
 
 def build_image(spec: CustomizedImageSpec) -> None:

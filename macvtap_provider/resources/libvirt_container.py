@@ -7,7 +7,6 @@ directory is bind-mounted from `<work_dir>/run/libvirt`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import time
@@ -226,8 +225,7 @@ class LibvirtContainerProvider(LabProvider):
             docker_api.remove_container(client, spec.name)
         # Only what this resource made: the socket dir (images and disks belong to others).
         shutil.rmtree(Path(spec.work_dir) / "run", ignore_errors=True)
-        with contextlib.suppress(OSError):
-            Path(spec.work_dir).rmdir()
+        paths.prune_empty_dirs(Path(spec.work_dir), levels=1)
 
 
 @dataclass

@@ -1,0 +1,220 @@
+"""Recipe keys, mirror parsing and the baked-in configuration of the image builders."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from macvtap_provider.errors import ImageBuildError
+from macvtap_provider.images import base, guest_image, libvirt_image
+
+pytestmark = pytest.mark.unit
+
+HOST_DEB822 = """\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+# ---- mirror -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        pytest.param({"debian.sources": HOST_DEB822}, "http://deb.debian.org/debian",
+                     id="deb822-host"),
+        pytest.param({"sources.list": "deb http://ftp.de.debian.org/debian/ bookworm main\n"},
+                     "http://ftp.de.debian.org/debian", id="one-line-trailing-slash"),
+        pytest.param({"sources.list": "deb [arch=amd64 signed-by=/k.gpg] "
+                                      "http://mirror.example/debian bookworm main contrib\n"},
+                     "http://mirror.example/debian", id="one-line-options"),
+        pytest.param({"sources.list": "# deb http://commented.example/debian bookworm main\n"
+                                      "deb-src http://src.example/debian bookworm main\n"},
+                     None, id="comment-and-deb-src-ignored"),
+        pytest.param({"sources.list": "deb http://security.debian.org/debian-security "
+                                      "bookworm-security main\n"},
+                     None, id="security-only"),
+        pytest.param({"sources.list": "deb cdrom:[Debian 12]/ bookworm main\n"},
+                     None, id="cdrom-ignored"),
+        pytest.param({"a.sources": "Types: deb\nURIs: http://off.example/debian\n"
+                                   "Suites: bookworm\nEnabled: no\n"},
+                     None, id="deb822-disabled"),
+        pytest.param({"a.sources": "Types: deb-src deb\nURIs:\n http://cont.example/debian\n"
+                                   "Suites: bookworm\n"},
+                     "http://cont.example/debian", id="deb822-continuation-line"),
+        pytest.param({"sources.list": "deb http://old.example/debian bullseye main\n",
+                      "b.sources": "Types: deb\nURIs: http://new.example/debian\n"
+                                   "Suites: bookworm\n"},
+                     "http://new.example/debian", id="exact-suite-wins"),
+        pytest.param({"sources.list": "deb http://old.example/debian trixie main\n"},
+                     "http://old.example/debian", id="other-release-same-archive"),
+        pytest.param({}, None, id="nothing"),
+    ],
+)
+def test_parse_mirror(sources: dict[str, str], expected: str | None) -> None:
+    assert base.parse_mirror(sources) == expected
+
+
+def test_host_mirror_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(base.MIRROR_ENV, "http://local.example/debian/")
+    assert base.host_mirror() == "http://local.example/debian"
+
+
+def test_host_mirror_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(base.MIRROR_ENV, raising=False)
+    monkeypatch.setattr(base, "APT_SOURCES", tmp_path / "missing.list")
+    monkeypatch.setattr(base, "APT_SOURCES_DIR", tmp_path)
+    (tmp_path / "x.sources.disabled").write_text(HOST_DEB822)  # apt ignores this name
+    assert base.host_mirror() == base.FALLBACK_MIRROR
+
+
+# ---- recipe keys --------------------------------------------------------------------------
+
+
+def test_recipe_hash_ignores_key_order_and_sees_values() -> None:
+    one = base.recipe_hash({"a": 1, "b": {"c": [1, 2]}})
+    assert one == base.recipe_hash({"b": {"c": [1, 2]}, "a": 1})
+    assert one != base.recipe_hash({"a": 1, "b": {"c": [2, 1]}})
+    assert re.fullmatch(r"[0-9a-f]{64}", one)
+
+
+def test_rootfs_key_depends_on_mirror_and_paths_follow_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("MACVTAP_LAB_CACHE", str(tmp_path))
+    a, b = base.rootfs_digest("http://a.example/debian"), base.rootfs_digest("http://b/debian")
+    assert a != b
+    assert base.rootfs_path("http://a.example/debian") == (
+        tmp_path / "rootfs" / f"debian-bookworm-minbase-{a[:12]}.tar")
+
+
+def test_base_image_key_follows_rootfs() -> None:
+    assert (base.recipe_hash(base.base_image_recipe("x"))
+            != base.recipe_hash(base.base_image_recipe("y")))
+
+
+def _context(tmp_path: Path, **files: str) -> Path:
+    for name, text in files.items():
+        (tmp_path / name.replace("_", ".")).write_text(text)
+    return tmp_path
+
+
+def test_libvirt_key_covers_context_files_and_base(tmp_path: Path) -> None:
+    ctx = _context(tmp_path, Dockerfile="FROM x\n", qemu_conf="a = 1\n", run_sh="exec x\n")
+    (tmp_path / "notes.txt").write_text("not part of the image")
+    files = libvirt_image.context_files(ctx)
+    assert sorted(files) == ["Dockerfile", "qemu.conf", "run.sh"]
+    key = base.recipe_hash(libvirt_image.libvirt_recipe("base:1", files))
+
+    assert key != base.recipe_hash(libvirt_image.libvirt_recipe("base:2", files))
+    (tmp_path / "qemu.conf").write_text("a = 2\n")
+    changed = libvirt_image.context_files(ctx)
+    assert key != base.recipe_hash(libvirt_image.libvirt_recipe("base:1", changed))
+    assert libvirt_image.libvirt_tag(key) == f"macvtap-lab/libvirt:{key[:12]}"
+
+
+def test_libvirt_context_without_dockerfile_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageBuildError, match="no Dockerfile"):
+        libvirt_image.context_files(_context(tmp_path, qemu_conf="a = 1\n"))
+
+
+def test_guest_key_follows_base_image() -> None:
+    assert (base.recipe_hash(guest_image.guest_recipe("x"))
+            != base.recipe_hash(guest_image.guest_recipe("y")))
+
+
+def test_sidecar_matches_only_with_image_and_same_recipe(tmp_path: Path) -> None:
+    image = tmp_path / "guest.qcow2"
+    sidecar = guest_image.sidecar_path(image)
+    assert sidecar.name == "guest.qcow2.recipe.json"
+    assert not guest_image.sidecar_matches(image, "abc")
+    sidecar.write_text(json.dumps({"recipe": "abc"}))
+    assert not guest_image.sidecar_matches(image, "abc"), "no image yet"
+    image.write_bytes(b"qcow2")
+    assert guest_image.sidecar_matches(image, "abc")
+    assert not guest_image.sidecar_matches(image, "abd")
+    sidecar.write_text("not json")
+    assert not guest_image.sidecar_matches(image, "abc")
+    sidecar.write_text("[]")
+    assert not guest_image.sidecar_matches(image, "abc")
+
+
+# ---- baked-in configuration ---------------------------------------------------------------
+
+
+def _settings(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines()
+             if "=" in line and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_qemu_conf_has_the_container_settings() -> None:
+    settings = _settings(libvirt_image.context_files()["qemu.conf"])
+    assert settings == {
+        "cgroup_controllers": "[ ]",
+        "user": '"root"',
+        "group": '"root"',
+        "dynamic_ownership": "0",
+        "remember_owner": "0",
+        "security_driver": '"none"',
+        "stdio_handler": '"logd"',
+    }
+
+
+def test_libvirtd_conf_listens_on_no_network_socket() -> None:
+    settings = _settings(libvirt_image.context_files()["libvirtd.conf"])
+    assert settings["listen_tcp"] == "0"
+    assert settings["listen_tls"] == "0"
+    assert settings["unix_sock_rw_perms"] == '"0700"'
+
+
+def test_dockerfile_uses_only_the_local_base_and_execs_libvirtd() -> None:
+    files = libvirt_image.context_files()
+    froms = [line for line in files["Dockerfile"].splitlines() if line.startswith("FROM")]
+    assert froms == ["FROM ${BASE}"]
+    assert "autostart/default.xml" in files["Dockerfile"]
+    lines = [line.strip() for line in files["entrypoint.sh"].splitlines()]
+    assert lines.index("virtlogd --daemon") < lines.index("exec libvirtd")
+    assert "--listen" not in files["entrypoint.sh"]
+
+
+def test_guest_files_never_name_a_resolver() -> None:
+    files = guest_image.guest_files()
+    assert "nameserver" not in files["/etc/resolv.conf"]
+    assert files["/etc/hostname"] == "lab-guest\n"
+    assert f"LABEL={guest_image.ROOT_LABEL} " in files["/etc/fstab"]
+    assert "source /etc/network/interfaces.d/*" in files["/etc/network/interfaces"]
+    unit = files[f"/etc/systemd/system/{guest_image.HOSTKEYS_UNIT}"]
+    assert "Before=ssh.service" in unit and "ssh-keygen -A" in unit
+
+
+def test_install_script_installs_no_recommends_and_no_cloud_init() -> None:
+    script = guest_image.INSTALL_SCRIPT
+    assert "--no-install-recommends" in script
+    assert "cloud-init" not in script
+    assert all(package in script for package in guest_image.GUEST_PACKAGES)
+    assert "rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d" in script
+
+
+def test_extlinux_conf_boots_the_given_kernel_on_the_serial_console() -> None:
+    text = guest_image.extlinux_conf("/boot/vmlinuz-6.1", "/boot/initrd.img-6.1")
+    lines = [line.strip() for line in text.splitlines()]
+    assert lines[1] == "SERIAL 0 115200", "SERIAL must come first"
+    assert "LINUX /boot/vmlinuz-6.1" in lines
+    assert "INITRD /boot/initrd.img-6.1" in lines
+    append = next(line for line in lines if line.startswith("APPEND "))
+    assert "root=LABEL=lab-root" in append
+    assert "console=ttyS0,115200n8" in append and "net.ifnames=0" in append
