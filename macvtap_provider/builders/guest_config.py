@@ -62,7 +62,8 @@ def edit_sshd_config(text: str, settings: Mapping[str, str]) -> str:
     with `Include /etc/ssh/sshd_config.d/*.conf` (where cloud-init writes
     `PasswordAuthentication no`). So the managed block goes at the very top,
     before the Include and any Match block, and other active lines setting the
-    same keywords are commented out. Idempotent: a previous block is replaced.
+    same keywords are commented out (Match blocks are left alone: they are
+    deliberate per-user overrides). Idempotent: a previous block is replaced.
     """
     lines = text.splitlines()
     # Drop a previous managed block.
@@ -71,9 +72,12 @@ def edit_sshd_config(text: str, settings: Mapping[str, str]) -> str:
         lines = lines[:start] + lines[end + 1:]
     wanted = {k.lower() for k in settings}
     kept = []
+    in_match = False
     for line in lines:
         words = line.strip().split(None, 1)
-        if words and not words[0].startswith("#") and words[0].lower() in wanted:
+        # Match blocks are deliberate per-user/host overrides: left as they are.
+        in_match = in_match or (bool(words) and words[0].lower() == "match")
+        if words and not in_match and not words[0].startswith("#") and words[0].lower() in wanted:
             kept.append(f"# {line}  # overridden by macvtap-lab")
         else:
             kept.append(line)
@@ -141,7 +145,7 @@ _HOSTNAME_RE = re.compile(r"^(?!-)[a-zA-Z0-9-]{1,63}(?<!-)$")
 
 
 def check_hostname(value: object, field: str = "hostname") -> str:
-    if not isinstance(value, str) or not _HOSTNAME_RE.match(value):
+    if not isinstance(value, str) or not _HOSTNAME_RE.fullmatch(value):
         raise SpecError(field, f"{value!r} is not a valid host name: 1-63 letters, digits or '-'")
     return value
 
@@ -153,8 +157,10 @@ def check_ssh_keys(values: object, field: str = "authorized_keys") -> tuple[str,
         raise SpecError(field, "must be a list of public keys (one 'ssh-ed25519 AAAA... comment' each)")
     keys = []
     for key in values:
-        parts = str(key).split()
-        if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")) or "\n" in str(key):
-            raise SpecError(field, f"{str(key)[:30]!r}... is not an OpenSSH public key line")
-        keys.append(str(key).strip())
+        line = str(key).strip()  # as read from id_ed25519.pub, with its newline
+        parts = line.split()
+        if len(parts) < 2 or not parts[0].startswith(("ssh-", "ecdsa-", "sk-")) \
+                or "\n" in line or "\r" in line:
+            raise SpecError(field, f"{line[:30]!r}... is not an OpenSSH public key line")
+        keys.append(line)
     return tuple(keys)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ VCPU_RANGE = (1, 64)
 
 def check_name(value: object, field: str) -> str:
     """A container, domain or network name that docker and libvirt both accept."""
-    if not isinstance(value, str) or not _NAME_RE.match(value):
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise SpecError(field, f"{value!r} is not a valid name: use 1-63 letters, digits, "
                         "'.', '_' or '-', starting with a letter or digit")
     return value
@@ -34,7 +35,7 @@ def check_name(value: object, field: str) -> str:
 
 def check_ifname(value: object, field: str) -> str:
     """A Linux interface name (at most 15 characters, no '/' or spaces)."""
-    if not isinstance(value, str) or not _IFNAME_RE.match(value) or value in (".", ".."):
+    if not isinstance(value, str) or not _IFNAME_RE.fullmatch(value) or value in (".", ".."):
         raise SpecError(field, f"{value!r} is not a valid interface name: use at most 15 "
                         "letters, digits, '.', '_' or '-' (e.g. eth0)")
     return value
@@ -45,7 +46,7 @@ def normalize_mac(value: object, field: str) -> str:
     if not isinstance(value, str):
         raise SpecError(field, f"{value!r} is not a MAC address: use the form 52:54:00:12:34:56")
     mac = value.strip().lower().replace("-", ":")
-    if not _MAC_RE.match(mac):
+    if not _MAC_RE.fullmatch(mac):
         raise SpecError(field, f"{value!r} is not a MAC address: use the form 52:54:00:12:34:56")
     first = int(mac[:2], 16)
     if first & 1:
@@ -70,7 +71,8 @@ def check_choice(value: object, field: str, choices: Iterable[str]) -> str:
 
 
 def check_int_range(value: object, field: str, lo: int, hi: int, unit: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
         raise SpecError(field, f"{value!r} is not a whole number")
     number = int(value)
     if not lo <= number <= hi:
@@ -103,14 +105,16 @@ def check_ipv4_interface(address: object, prefix: object, gateway: object,
         addr = ipaddress.IPv4Address(str(address))
     except ValueError:
         raise SpecError(field, f"{address!r} is not an IPv4 address (e.g. 10.213.0.10)") from None
-    length = check_int_range(prefix, "prefix", 1, 30)
+    base = field.rsplit(".", 1)[0] + "." if "." in field else ""
+    gw_field, prefix_field = f"{base}gateway", f"{base}prefix"
+    length = check_int_range(prefix, prefix_field, 1, 30)
     try:
         gw = ipaddress.IPv4Address(str(gateway))
     except ValueError:
-        raise SpecError("gateway", f"{gateway!r} is not an IPv4 address") from None
+        raise SpecError(gw_field, f"{gateway!r} is not an IPv4 address") from None
     net = ipaddress.IPv4Interface(f"{addr}/{length}").network
     if gw not in net:
-        raise SpecError("gateway", f"{gw} is outside the subnet {net} of {addr}/{length}: "
+        raise SpecError(gw_field, f"{gw} is outside the subnet {net} of {addr}/{length}: "
                         "use a gateway inside it")
     if addr == gw:
         raise SpecError(field, f"{addr} is the gateway's address: pick another host address")

@@ -222,6 +222,26 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
     return True
 
 
+def image_id(client: docker.DockerClient, tag: str) -> str | None:
+    try:
+        return str(client.images.get(tag).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def drop_replaced_image(client: docker.DockerClient, old_id: str | None, tag: str) -> None:
+    """After a forced rebuild, remove the image `tag` used to name, unless something still
+    uses it (a container, or a child image): docker refuses then, and it stays."""
+    new_id = image_id(client, tag)
+    if old_id is None or old_id == new_id:
+        return
+    try:
+        client.images.remove(old_id)
+        log.debug("removed %s, the image %s named before the rebuild", old_id, tag)
+    except docker.errors.APIError as exc:
+        log.debug("keeping %s, the image %s named before the rebuild: %s", old_id, tag, exc)
+
+
 def run_logged(cmd: Sequence[str], what: str, fix: str) -> None:
     """Run a command, its output lines at DEBUG; on failure raise ImageBuildError with the
     last lines of output, saying `what` failed and `fix`."""
@@ -383,11 +403,13 @@ def ensure_base_image(force: bool = False) -> str:
         log.info("importing %s as docker image %s", rootfs.name, tag)
         changes = [*_IMPORT_CHANGES, f"LABEL {RECIPE_LABEL}={digest}"]
         try:
+            old_id = image_id(client, tag)
             with open(rootfs, "rb") as src:
                 result = client.api.import_image(src=src, repository=BASE_IMAGE_REPO,
                                                  tag=digest[:12], changes=changes)
             log.debug("docker import: %s", str(result).strip())
             client.images.get(tag)
+            drop_replaced_image(client, old_id, tag)
         except docker.errors.DockerException as exc:
             raise ImageBuildError(
                 f"base image {tag}: docker import of {rootfs} failed ({exc}): check dockerd's "

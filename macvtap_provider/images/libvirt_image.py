@@ -16,8 +16,10 @@ from macvtap_provider.images.base import (
     RECIPE_LABEL,
     build_lock,
     docker_client,
+    drop_replaced_image,
     ensure_base_image,
     image_exists,
+    image_id,
     recipe_hash,
 )
 
@@ -87,6 +89,7 @@ def ensure_libvirt_image(force: bool = False) -> str:
                  "half a minute)", tag, base_tag)
         tail: deque[str] = deque(maxlen=15)
         try:
+            old_id = image_id(client, tag)
             for chunk in client.api.build(
                 path=str(CONTEXT_DIR), tag=tag, buildargs={"BASE": base_tag},
                 labels={RECIPE_LABEL: digest}, pull=False, rm=True, forcerm=True,
@@ -94,6 +97,7 @@ def ensure_libvirt_image(force: bool = False) -> str:
             ):
                 _log_build_chunk(chunk, tail, tag)
             client.images.get(tag)
+            drop_replaced_image(client, old_id, tag)
         except docker.errors.DockerException as exc:
             output = "\n  ".join(tail)
             raise ImageBuildError(

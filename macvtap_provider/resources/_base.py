@@ -8,7 +8,8 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["LabProvider", "is_unknown", "known", "setup_provider_logging"]
+__all__ = ["LabProvider", "default", "is_unknown", "known", "known_items",
+           "setup_provider_logging"]
 
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ReadResult, ResourceProvider
 
@@ -44,6 +45,20 @@ def known(props: Mapping[str, Any], key: str, check: Callable[[Any], T]) -> T | 
     if value is None or is_unknown(value):
         return None
     return check(value)
+
+
+def known_items(values: Any, check: Callable[[Any], Any]) -> Any:
+    """Validate a list with `check` unless one of its items is still unknown (preview);
+    then the list is returned as given and validated again at apply time."""
+    if isinstance(values, (list, tuple)) and any(is_unknown(v) for v in values):
+        return values
+    return check(values)
+
+
+def default(props: dict[str, Any], key: str, value: Any) -> None:
+    """Fill an absent input (None); an explicit value, even 0 or "", is kept and checked."""
+    if props.get(key) is None:
+        props[key] = value
 
 
 class LabProvider(ResourceProvider):

@@ -37,7 +37,7 @@ from macvtap_provider.builders.validation import (
     check_nameservers,
 )
 from macvtap_provider.errors import GuestfsError, LabError, SpecError
-from macvtap_provider.resources._base import LabProvider, is_unknown, known
+from macvtap_provider.resources._base import LabProvider, is_unknown, known, known_items
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,9 @@ class CustomizedImageProvider(LabProvider):
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
         if not props.get("base_image"):
             props["base_image"] = str(paths.default_guest_image())
-        props["mode"] = props.get("mode") or "overlay"
-        check_choice(props["mode"], "mode", MODES)
+        if props.get("mode") is None:
+            props["mode"] = "overlay"
+        known(props, "mode", lambda v: check_choice(v, "mode", MODES))
         known(props, "output_path", _check_output_path)
         if not is_unknown(props["base_image"]):
             _check_base(props)
@@ -173,12 +174,13 @@ class CustomizedImageProvider(LabProvider):
             if not isinstance(settings, dict):
                 raise SpecError("sshd_settings", "must be a mapping of sshd_config keyword to value")
             props["sshd_settings"] = guest_config.check_sshd_settings(settings)
-        ns = known(props, "nameservers", check_nameservers)
+        ns = known(props, "nameservers", lambda v: known_items(v, check_nameservers))
         if ns is not None:
             props["nameservers"] = list(ns)
         props["hostname"] = props.get("hostname") or "lab-guest"
         known(props, "hostname", guest_config.check_hostname)
-        keys = known(props, "authorized_keys", guest_config.check_ssh_keys)
+        keys = known(props, "authorized_keys",
+                     lambda v: known_items(v, guest_config.check_ssh_keys))
         if keys is not None:
             props["authorized_keys"] = list(keys)
         net = props.get("network")

@@ -10,7 +10,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource
 
 from macvtap_provider.builders.validation import check_int_range
-from macvtap_provider.resources._base import LabProvider, known
+from macvtap_provider.resources._base import LabProvider, default, known
 
 ALPHABET = string.ascii_letters + string.digits
 
@@ -21,7 +21,7 @@ class GeneratedPasswordProvider(LabProvider):
     KIND = "GeneratedPassword"
 
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
-        props["length"] = props.get("length") or 20
+        default(props, "length", 20)
         known(props, "length", lambda v: check_int_range(v, "length", 12, 128))
         return props
 

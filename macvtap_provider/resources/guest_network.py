@@ -32,7 +32,7 @@ from macvtap_provider.builders.validation import (
     check_nameservers,
 )
 from macvtap_provider.errors import LabError, LabTimeoutError, NotFoundError, SpecError
-from macvtap_provider.resources._base import LabProvider, is_unknown, known
+from macvtap_provider.resources._base import LabProvider, is_unknown, known, known_items
 from macvtap_provider.resources.macvtap_domain import container_pid
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class GuestNetworkProvider(LabProvider):
 
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
         known(props, "domain", lambda v: check_name(v, "domain"))
+        known(props, "network", lambda v: check_name(v, "network"))
         known(props, "container", lambda v: check_name(v, "container"))
         props["method"] = props.get("method") or "console"
         known(props, "method", lambda v: check_choice(v, "method", METHODS))
@@ -105,7 +106,7 @@ class GuestNetworkProvider(LabProvider):
             iface = check_ipv4_interface(*triple)
             props["address"], props["prefix"], props["gateway"] = (
                 iface.address, iface.prefix, iface.gateway)
-        ns = known(props, "nameservers", check_nameservers)
+        ns = known(props, "nameservers", lambda v: known_items(v, check_nameservers))
         if ns is not None:
             props["nameservers"] = list(ns)
         if props["method"] == "console":

@@ -15,7 +15,7 @@ from pulumi.dynamic import CreateResult, ReadResult, Resource
 from macvtap_provider.adapters import docker_api
 from macvtap_provider.builders.validation import check_name, check_subnet
 from macvtap_provider.errors import DockerError, SpecError
-from macvtap_provider.resources._base import LabProvider, known
+from macvtap_provider.resources._base import LabProvider, is_unknown, known
 
 log = logging.getLogger(__name__)
 LABEL = "org.macvtap-lab.network"
@@ -49,15 +49,23 @@ class LabNetworkProvider(LabProvider):
         props.setdefault("internal", True)
         if net is not None:
             gateway = props.get("gateway") or str(next(net.hosts()))
-            if ipaddress.IPv4Address(gateway) not in net:
-                raise SpecError("gateway", f"{gateway} is outside the subnet {net}")
+            if not is_unknown(gateway):
+                try:
+                    gw = ipaddress.IPv4Address(str(gateway))
+                except ValueError:
+                    raise SpecError("gateway", f"{gateway!r} is not an IPv4 address") from None
+                if gw not in net:
+                    raise SpecError("gateway", f"{gateway} is outside the subnet {net}")
+                if gw in (net.network_address, net.broadcast_address):
+                    raise SpecError("gateway", f"{gateway} is the network or broadcast "
+                                    f"address of {net}: use a host address")
             props["gateway"] = gateway
             # Docker hands out addresses only from the lower half; the upper half is free
             # for guests with addresses of their own.
             if not props.get("ip_range"):
                 props["ip_range"] = str(next(net.subnets(prefixlen_diff=1)))
-            rng = check_subnet(props["ip_range"], "ip_range")
-            if not rng.subnet_of(net):
+            rng = known(props, "ip_range", lambda v: check_subnet(v, "ip_range"))
+            if rng is not None and not rng.subnet_of(net):
                 raise SpecError("ip_range", f"{rng} is not inside the subnet {net}")
         return props
 

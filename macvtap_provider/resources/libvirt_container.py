@@ -7,6 +7,7 @@ directory is bind-mounted from `<work_dir>/run/libvirt`.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import shutil
 import time
@@ -44,6 +45,13 @@ def libvirt_uri(work_dir: str) -> str:
     return f"qemu:///system?socket={socket_dir(work_dir)}/libvirt-sock"
 
 
+def _check_ipv4(value: object) -> str:
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        raise SpecError("ipv4_address", f"{value!r} is not an IPv4 address") from None
+
+
 @dataclass(frozen=True)
 class LibvirtContainerSpec:
     name: str
@@ -72,21 +80,16 @@ class LibvirtContainerProvider(LabProvider):
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
         name = known(props, "name", lambda v: check_name(v, "name"))
         known(props, "network", lambda v: check_name(v, "network"))
-        props["security_mode"] = props.get("security_mode") or "auto"
-        check_choice(props["security_mode"], "security_mode", [m.value for m in SecurityMode])
+        if props.get("security_mode") is None:
+            props["security_mode"] = "auto"
+        known(props, "security_mode",
+              lambda v: check_choice(v, "security_mode", [m.value for m in SecurityMode]))
         if not props.get("work_dir") and name:
             props["work_dir"] = str(paths.work_root() / name)
         work = known(props, "work_dir", str)
         if work is not None and not Path(work).is_absolute():
             raise SpecError("work_dir", f"{work!r} is not an absolute path")
-        if props.get("ipv4_address"):
-            import ipaddress
-
-            try:
-                ipaddress.IPv4Address(str(props["ipv4_address"]))
-            except ValueError:
-                raise SpecError("ipv4_address",
-                                f"{props['ipv4_address']!r} is not an IPv4 address") from None
+        known(props, "ipv4_address", _check_ipv4)
         return props
 
     # -- create ---------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from macvtap_provider.builders.validation import (
     normalize_mac,
 )
 from macvtap_provider.errors import LibvirtError, NetlinkError, NotFoundError, SpecError
-from macvtap_provider.resources._base import LabProvider, is_unknown, known
+from macvtap_provider.resources._base import LabProvider, default, is_unknown, known
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ class MacvtapDomainProvider(LabProvider):
                 props["mac"] = normalize_mac(props["mac"], "mac")
         elif name:
             props["mac"] = derive_mac(name)
-        props["memory_mib"] = props.get("memory_mib") or 512
-        props["vcpus"] = props.get("vcpus") or 1
+        default(props, "memory_mib", 512)
+        default(props, "vcpus", 1)
         known(props, "memory_mib", lambda v: check_int_range(v, "memory_mib", *MEMORY_MIB_RANGE, "MiB"))
         known(props, "vcpus", lambda v: check_int_range(v, "vcpus", *VCPU_RANGE))
         props["source_dev"] = props.get("source_dev") or "eth0"

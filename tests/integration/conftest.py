@@ -299,6 +299,15 @@ class Lab:
             "container": container.outs["name"], "disk_path": image_path, "memory_mib": 512,
             **props})
 
+    def blank_disk(self, container: Made, what: str) -> Made:
+        """A blank qcow2 in the container's work dir: enough for a domain that need not boot."""
+        path = Path(container.outs["work_dir"]) / "images" / f"{what}.qcow2"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
+        made = Made("files", _Files(), str(path), {"paths": [str(path)]}, {})
+        self.made.append(made)
+        return made
+
     def guest_network(self, container: Made, domain: Made, password: str | None = None,
                       method: str = "offline") -> Made:
         props = {
@@ -353,6 +362,8 @@ class Lab:
                 pass
             if (Path(outs["work_dir"]) / "run").exists():
                 found.append(f"{outs['work_dir']}/run left behind")
+        elif made.kind == "files":
+            found += [f"{p} left behind" for p in outs["paths"] if Path(p).exists()]
         elif made.kind == "network":
             for net in self.client.networks.list(names=[outs["name"]]):
                 if net.name == outs["name"]:
@@ -403,6 +414,16 @@ class Lab:
                 found.append(f"network {net.name} left behind")
                 net.remove()
         return found
+
+
+class _Files:
+    """Test-made files, removed in their place in the teardown order (before the container)."""
+
+    def delete(self, _id: str, outs: dict[str, Any]) -> None:
+        for path in map(Path, outs["paths"]):
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
 
 
 def remember_tap(domain: Made, pid: int) -> int:

@@ -59,6 +59,16 @@ def _tree(xml: str) -> etree._Element:
     return etree.fromstring(xml.encode())
 
 
+def _at(parent: etree._Element, path: str) -> etree._Element:
+    el = parent.find(path)
+    assert el is not None, f"no <{path}> in the XML"
+    return el
+
+
+def _attrs(parent: etree._Element, path: str) -> dict[str, str]:
+    return {str(k): str(v) for k, v in _at(parent, path).attrib.items()}
+
+
 @pytest.fixture(scope="module")
 def test_conn() -> Iterator[libvirt.virConnect]:
     """libvirt's in-process test driver (no daemon)."""
@@ -103,13 +113,12 @@ def test_build_is_deterministic() -> None:
 
 # -- the NIC --------------------------------------------------------------------------------
 def test_direct_nic() -> None:
-    iface = _tree(build_domain_xml(SPECS["domain_direct_bridge_vhost.xml"])).find(
-        "devices/interface")
-    assert iface is not None
+    iface = _at(_tree(build_domain_xml(SPECS["domain_direct_bridge_vhost.xml"])),
+                "devices/interface")
     assert iface.get("type") == "direct"
-    assert iface.find("source").attrib == {"dev": "eth0", "mode": "bridge"}
-    assert iface.find("mac").get("address") == "52:54:00:aa:bb:cc"
-    assert iface.find("model").get("type") == "virtio"
+    assert _attrs(iface, "source") == {"dev": "eth0", "mode": "bridge"}
+    assert _at(iface, "mac").get("address") == "52:54:00:aa:bb:cc"
+    assert _at(iface, "model").get("type") == "virtio"
     assert iface.find("target") is None  # libvirt names the macvtap itself
 
 
@@ -117,7 +126,7 @@ def test_direct_nic() -> None:
 def test_direct_nic_modes_and_devices(mode: str) -> None:
     xml = build_domain_xml(_spec("domain_direct_bridge_vhost.xml",
                                  nic=DirectNic(source_dev="ens3", mode=mode)))
-    assert _tree(xml).find("devices/interface/source").attrib == {"dev": "ens3", "mode": mode}
+    assert _attrs(_tree(xml), "devices/interface/source") == {"dev": "ens3", "mode": mode}
     validate_xml(xml)
 
 
@@ -131,21 +140,20 @@ def test_vhost_driver_only_when_asked(vhost: bool, drivers: list[str],
 
 
 def test_ethernet_nic() -> None:
-    iface = _tree(build_domain_xml(SPECS["domain_ethernet_qemu.xml"])).find("devices/interface")
-    assert iface is not None
+    iface = _at(_tree(build_domain_xml(SPECS["domain_ethernet_qemu.xml"])), "devices/interface")
     assert iface.get("type") == "ethernet"
-    assert iface.find("target").attrib == {"dev": "mvt23456", "managed": "no"}
+    assert _attrs(iface, "target") == {"dev": "mvt23456", "managed": "no"}
     assert iface.find("source") is None
-    assert iface.find("model").get("type") == "virtio"
-    assert iface.find("mac").get("address") == "52:54:00:12:34:56"
+    assert _at(iface, "model").get("type") == "virtio"
+    assert _at(iface, "mac").get("address") == "52:54:00:12:34:56"
 
 
 def test_one_nic_one_disk_serial_console() -> None:
     root = _tree(build_domain_xml(SPECS["domain_ethernet_qemu.xml"]))
     assert len(root.findall("devices/interface")) == 1
     assert len(root.findall("devices/disk")) == 1
-    assert root.find("devices/serial").get("type") == "pty"
-    assert root.find("devices/console/target").attrib == {"type": "serial", "port": "0"}
+    assert _at(root, "devices/serial").get("type") == "pty"
+    assert _attrs(root, "devices/console/target") == {"type": "serial", "port": "0"}
     assert root.findtext("devices/emulator") == QEMU_BINARY
 
 
@@ -155,7 +163,7 @@ def test_kvm_gets_host_passthrough_cpu() -> None:
     assert root.get("type") == "kvm"
     cpus = root.findall("cpu")
     assert len(cpus) == 1
-    assert cpus[0].attrib == {"mode": "host-passthrough", "check": "none"}
+    assert _attrs(root, "cpu") == {"mode": "host-passthrough", "check": "none"}
 
 
 def test_qemu_has_no_cpu_element() -> None:
@@ -183,10 +191,10 @@ def test_libvirt_keeps_the_given_uuid(test_conn: libvirt.virConnect) -> None:
 @pytest.mark.parametrize("fmt", ["qcow2", "raw"])
 def test_disk(fmt: str) -> None:
     root = _tree(build_domain_xml(_spec("domain_ethernet_qemu.xml", disk_format=fmt)))
-    disk = root.find("devices/disk")
-    assert disk.find("driver").attrib == {"name": "qemu", "type": fmt}
-    assert disk.find("source").get("file") == "/var/lib/macvtap-lab/lab-2/guest-2.qcow2"
-    assert disk.find("target").attrib == {"dev": "vda", "bus": "virtio"}
+    disk = _at(root, "devices/disk")
+    assert _attrs(disk, "driver") == {"name": "qemu", "type": fmt}
+    assert _at(disk, "source").get("file") == "/var/lib/macvtap-lab/lab-2/guest-2.qcow2"
+    assert _attrs(disk, "target") == {"dev": "vda", "bus": "virtio"}
 
 
 def test_owner_defaults_to_the_name() -> None:

@@ -102,9 +102,6 @@ def test_match_block_is_untouched() -> None:
     assert out.endswith(MATCH_BLOCK)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: edit_sshd_config comments out same-keyword lines "
-                   "inside Match blocks, changing per-user overrides (here anoncvs's "
-                   "`X11Forwarding no`); stop commenting once a `Match` line is seen")
 def test_match_block_is_untouched_when_it_sets_a_managed_keyword() -> None:
     out = edit_sshd_config(BOOKWORM, {"X11Forwarding": "no"})
     assert out.endswith(MATCH_BLOCK)
@@ -247,8 +244,6 @@ def test_hostname_refused(name: object) -> None:
     assert "not a valid host name" in exc.value.reason
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `$` in _HOSTNAME_RE matches before a trailing "
-                   "newline, so 'lab\\n' is accepted and breaks /etc/hosts; use re.fullmatch")
 def test_hostname_with_trailing_newline_refused() -> None:
     with pytest.raises(SpecError):
         check_hostname("lab\n")
@@ -298,9 +293,6 @@ def test_ssh_keys_bad_line(key: str) -> None:
     assert "not an OpenSSH public key line" in exc.value.reason
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: check_ssh_keys refuses a key with a trailing "
-                   "newline (as read from id_ed25519.pub) although it strips the key anyway; "
-                   "test for '\\n' in the stripped key")
 def test_ssh_key_read_from_a_file_accepted() -> None:
     assert check_ssh_keys([ED25519 + "\n"]) == (ED25519,)
 

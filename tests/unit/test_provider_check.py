@@ -6,7 +6,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import shutil
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,12 @@ from macvtap_provider.builders.guest_config import DEFAULT_SSHD_SETTINGS
 from macvtap_provider.builders.validation import derive_mac
 from macvtap_provider.resources import _base
 from macvtap_provider.resources.customized_image import CustomizedImageProvider
+from macvtap_provider.resources.generated_password import ALPHABET, GeneratedPasswordProvider
 from macvtap_provider.resources.guest_network import GuestNetworkProvider
 from macvtap_provider.resources.lab_network import LabNetworkProvider
 from macvtap_provider.resources.libvirt_container import LibvirtContainerProvider
 from macvtap_provider.resources.macvtap_domain import MacvtapDomainProvider
+from tests.conftest import ROOT
 from tests.unit._providers import accepted, refused, run_check
 
 pytestmark = pytest.mark.unit
@@ -68,24 +73,14 @@ def test_lab_network_refusals(change: dict[str, Any], prop: str, words: str) -> 
     assert words in reason
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: LabNetwork.normalize calls IPv4Address(gateway) "
-                   "unguarded; a malformed gateway escapes check as AddressValueError")
 def test_lab_network_malformed_gateway_is_a_failure() -> None:
     prop, reason = refused(LabNetworkProvider(), {**NET, "gateway": "router"})
     assert prop == "gateway" and "not an IPv4 address" in reason
 
 
-LAB_NETWORK_UNKNOWN_BUGS = {
-    "gateway": "BUG: LabNetwork.normalize parses an unknown gateway (AddressValueError)",
-    "ip_range": "BUG: LabNetwork.normalize runs check_subnet on an unknown ip_range",
-}
 
 
-@pytest.mark.parametrize("key", [
-    pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=LAB_NETWORK_UNKNOWN_BUGS[k]))
-    if k in LAB_NETWORK_UNKNOWN_BUGS else k
-    for k in ("name", "subnet", "gateway", "internal", "docker_host", "ip_range")
-])
+@pytest.mark.parametrize("key", list(("name", "subnet", "gateway", "internal", "docker_host", "ip_range")))
 def test_lab_network_accepts_unknown(key: str) -> None:
     accepted(LabNetworkProvider(), {**NET, key: UNKNOWN})
 
@@ -122,20 +117,10 @@ def test_libvirt_container_refusals(change: dict[str, Any], prop: str, words: st
     assert words in reason
 
 
-LIBVIRT_CONTAINER_UNKNOWN_BUGS = {
-    "security_mode": "BUG: LibvirtContainer.normalize check_choice()s security_mode without "
-                     "known(): an unknown value is refused",
-    "ipv4_address": "BUG: LibvirtContainer.normalize parses an unknown ipv4_address",
-}
 
 
-@pytest.mark.parametrize("key", [
-    pytest.param(k, marks=pytest.mark.xfail(strict=True,
-                                            reason=LIBVIRT_CONTAINER_UNKNOWN_BUGS[k]))
-    if k in LIBVIRT_CONTAINER_UNKNOWN_BUGS else k
-    for k in ("name", "network", "work_dir", "image", "security_mode", "docker_host",
-              "ipv4_address")
-])
+@pytest.mark.parametrize("key", list(("name", "network", "work_dir", "image", "security_mode", "docker_host",
+              "ipv4_address")))
 def test_libvirt_container_accepts_unknown(key: str) -> None:
     accepted(LibvirtContainerProvider(), {**CONTAINER, "work_dir": "/srv/lab-1", key: UNKNOWN})
 
@@ -221,17 +206,27 @@ def test_customized_image_output_under_missing_top_dir(image_props: dict[str, An
     assert "/nonexistent-xyz, which does not exist" in reason
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root bypasses file permissions")
-def test_customized_image_output_in_read_only_dir(image_props: dict[str, Any],
-                                                  tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
-    ro.mkdir()
+def test_customized_image_output_in_read_only_dir() -> None:
+    """A directory the user cannot write to is refused. Root writes anywhere, so under
+    root the check runs in a child process as `nobody`."""
+    top = Path(tempfile.mkdtemp(prefix="mvt-ro-", dir="/tmp"))
+    top.chmod(0o755)
+    ro = top / "ro"
+    ro.mkdir(mode=0o555)
     ro.chmod(0o555)
+    code = (
+        "from macvtap_provider.resources.customized_image import _check_output_path\n"
+        "from macvtap_provider.errors import SpecError\n"
+        f"try:\n    _check_output_path({str(ro / 'sub' / 'guest.qcow2')!r})\n"
+        "except SpecError as e:\n    print(e.field, '|', e.reason)\n"
+    )
     try:
-        prop, reason = refused(CustomizedImageProvider(), {
-            **image_props, "output_path": str(ro / "sub" / "guest.qcow2")})
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              user=65534 if os.geteuid() == 0 else None, cwd=str(ROOT),
+                              check=True)
     finally:
-        ro.chmod(0o755)
+        shutil.rmtree(top)
+    prop, reason = proc.stdout.strip().split(" | ", 1)
     assert prop == "output_path"
     assert f"{ro} is not a writable directory" in reason
 
@@ -307,9 +302,6 @@ def test_customized_image_gateway_outside_subnet(image_props: dict[str, Any]) ->
     assert "10.214.0.1 is outside the subnet 10.213.0.0/24" in result.failures[0].reason
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: check_ipv4_interface hard-codes the 'gateway' and "
-                   "'prefix' field names, so CustomizedImage reports a property 'gateway' it "
-                   "does not have; derive them from `field` (network.gateway, network.prefix)")
 @pytest.mark.parametrize(("network", "prop"), [
     ({"address": "10.213.0.10", "prefix": 24, "gateway": "10.214.0.1"}, "network.gateway"),
     ({"address": "10.213.0.10", "prefix": 31, "gateway": "10.213.0.11"}, "network.prefix"),
@@ -320,19 +312,10 @@ def test_customized_image_network_failures_name_the_network_property(
     assert got_prop == prop
 
 
-CUSTOMIZED_IMAGE_UNKNOWN_BUGS = {
-    "mode": "BUG: CustomizedImage.normalize check_choice()s mode without known(): an unknown "
-            "mode is refused",
-}
 
 
-@pytest.mark.parametrize("key", [
-    pytest.param(k, marks=pytest.mark.xfail(strict=True,
-                                            reason=CUSTOMIZED_IMAGE_UNKNOWN_BUGS[k]))
-    if k in CUSTOMIZED_IMAGE_UNKNOWN_BUGS else k
-    for k in ("base_image", "base_sha256", "output_path", "root_password", "mode",
-              "sshd_settings", "nameservers", "hostname", "authorized_keys", "network")
-])
+@pytest.mark.parametrize("key", list(("base_image", "base_sha256", "output_path", "root_password", "mode",
+              "sshd_settings", "nameservers", "hostname", "authorized_keys", "network")))
 def test_customized_image_accepts_unknown(image_props: dict[str, Any], key: str) -> None:
     accepted(CustomizedImageProvider(), {**image_props, key: UNKNOWN})
 
@@ -344,12 +327,8 @@ def test_customized_image_accepts_unknown_network_parts(image_props: dict[str, A
     accepted(CustomizedImageProvider(), {**image_props, "network": network})
 
 
-UNKNOWN_ELEMENT_BUG = ("BUG: check_nameservers/check_ssh_keys refuse an unknown list element "
-                       "(e.g. nameservers=[container.gateway] during preview); skip elements "
-                       "equal to UNKNOWN")
 
 
-@pytest.mark.xfail(strict=True, reason=UNKNOWN_ELEMENT_BUG)
 @pytest.mark.parametrize("key", ["nameservers", "authorized_keys"])
 def test_customized_image_accepts_unknown_list_elements(image_props: dict[str, Any],
                                                         key: str) -> None:
@@ -414,9 +393,6 @@ def test_macvtap_domain_refusals(change: dict[str, Any], prop: str, words: str) 
     assert words in reason
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: MacvtapDomain.normalize uses `props.get(k) or "
-                   "default`, so an explicit 0 MiB / 0 vCPUs silently becomes 512 / 1 instead "
-                   "of being refused; default only when the value is None")
 @pytest.mark.parametrize("key", ["memory_mib", "vcpus"])
 def test_macvtap_domain_zero_is_refused(key: str) -> None:
     prop, reason = refused(MacvtapDomainProvider(), {**DOMAIN, key: 0})
@@ -482,16 +458,45 @@ def test_guest_network_refusals(change: dict[str, Any], prop: str, words: str) -
 
 @pytest.mark.parametrize("key", [
     "domain", "libvirt_uri", "container", "network", "address", "prefix", "gateway",
-    "root_password", "method", "nameservers", "container_dev", "docker_host", "domain_uuid",
-    "probe_image",
+    "root_password", "method", "nameservers", "container_dev", "docker_host", "probe_image",
 ])
 def test_guest_network_accepts_unknown(key: str) -> None:
     accepted(GuestNetworkProvider(), {**GUEST_NET, key: UNKNOWN})
 
 
-@pytest.mark.xfail(strict=True, reason=UNKNOWN_ELEMENT_BUG)
 def test_guest_network_accepts_unknown_nameserver_element() -> None:
     accepted(GuestNetworkProvider(), {**GUEST_NET, "nameservers": ["10.213.0.1", UNKNOWN]})
+
+
+# == GeneratedPassword =========================================================================
+def test_generated_password_defaults() -> None:
+    assert accepted(GeneratedPasswordProvider(), {})["length"] == 20
+
+
+@pytest.mark.parametrize("length", [12, 32.0, 128, UNKNOWN])
+def test_generated_password_length_accepted(length: object) -> None:
+    assert accepted(GeneratedPasswordProvider(), {"length": length})["length"] == length
+
+
+@pytest.mark.parametrize("length", [8, 11, 129, 12.5, "20"])
+def test_generated_password_length_refused(length: object) -> None:
+    prop, reason = refused(GeneratedPasswordProvider(), {"length": length})
+    assert prop == "length"
+    assert "use 12 to 128" in reason or "not a whole number" in reason
+
+
+def test_generated_password_zero_length_refused() -> None:
+    assert refused(GeneratedPasswordProvider(), {"length": 0})[0] == "length"
+
+
+def test_generated_password_create_is_random_and_alphanumeric() -> None:
+    first = GeneratedPasswordProvider().create({"length": 24})
+    second = GeneratedPasswordProvider().create({"length": 24})
+    assert first.outs is not None and second.outs is not None
+    assert len(first.outs["result"]) == 24
+    assert set(first.outs["result"]) <= set(ALPHABET)
+    assert first.outs["result"] != second.outs["result"]
+    assert first.id != second.id
 
 
 # == all providers: check is pure ==============================================================
@@ -499,6 +504,7 @@ def test_guest_network_accepts_unknown_nameserver_element() -> None:
     (LabNetworkProvider(), {**NET, "gateway": "10.213.0.1"}),
     (LibvirtContainerProvider(), CONTAINER),
     (MacvtapDomainProvider(), {**DOMAIN, "mac": "52-54-00-AA-BB-CC"}),
+    (GeneratedPasswordProvider(), {"length": 16.0}),
     (GuestNetworkProvider(), {**GUEST_NET, "nameservers": ("10.213.0.1",)}),
     (CustomizedImageProvider(), {"output_path": "/tmp/x/guest.qcow2", "root_password": "pw",
                                  "network": {"address": "10.213.0.10", "prefix": 24.0,

@@ -49,12 +49,8 @@ def test_spec_error_is_a_lab_error_and_a_value_error() -> None:
     assert str(exc.value).startswith("name: ")
 
 
-TRAILING_NEWLINE_BUG = ("BUG: `$` in _NAME_RE/_IFNAME_RE matches before a trailing newline, so "
-                        "'lab\\n' passes check and fails later in docker/libvirt/netlink; "
-                        "use re.fullmatch (or \\Z)")
 
 
-@pytest.mark.xfail(strict=True, reason=TRAILING_NEWLINE_BUG)
 def test_name_with_trailing_newline_refused() -> None:
     with pytest.raises(SpecError):
         check_name("lab\n", "name")
@@ -74,7 +70,6 @@ def test_ifname_refused(name: object) -> None:
     assert "15" in exc.value.reason and "eth0" in exc.value.reason
 
 
-@pytest.mark.xfail(strict=True, reason=TRAILING_NEWLINE_BUG)
 def test_ifname_with_trailing_newline_refused() -> None:
     with pytest.raises(SpecError):
         check_ifname("eth0\n", "source_dev")
@@ -193,8 +188,6 @@ def test_int_range_not_a_whole_number(value: object) -> None:
     assert "not a whole number" in exc.value.reason
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: check_int_range lets int(nan)/int(inf) raise a "
-                   "bare ValueError/OverflowError instead of SpecError")
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_int_range_non_finite_is_a_spec_error(value: float) -> None:
     with pytest.raises(SpecError):
