@@ -57,9 +57,13 @@ class LabSettings:
     generated_password: GeneratedPassword | None = None
 
     @staticmethod
-    def from_config(config: pulumi.Config, name: str) -> LabSettings:
+    def from_config(config: pulumi.Config, name: str,
+                    root_password: pulumi.Input[str] | None = None) -> LabSettings:
+        """Settings from stack config; the password from `root_password`, else the
+        `rootPassword` secret, else a GeneratedPassword (exported by the stacks)."""
         subnet = config.get("subnet") or default_subnet(name)
-        password: pulumi.Input[str] | None = config.get_secret("rootPassword")
+        password = root_password if root_password is not None else \
+            config.get_secret("rootPassword")
         generated = None
         if password is None:
             generated = GeneratedPassword(f"{name}-root-password")

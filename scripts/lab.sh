@@ -10,13 +10,24 @@ PULUMI="$ROOT/.tools/bin/pulumi"
 [ -x "$PULUMI" ] || { echo "Pulumi is not set up: run make setup" >&2; exit 1; }
 cd "$dir"
 "$PULUMI" stack select --create "$stack" --non-interactive >/dev/null
+ensure_password() {
+  # The lab's root password is a secret config value. On the first `up` one is generated
+  # and stored encrypted in the stack config (passed on stdin: never in argv or logs).
+  if ! "$PULUMI" config get rootPassword >/dev/null 2>&1; then
+    head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20 \
+      | "$PULUMI" config set --secret rootPassword
+    echo "generated a root password for the guest; read it with:" \
+         "$PULUMI config get rootPassword" >&2
+  fi
+}
 case "$action" in
   up)
+    ensure_password
     "$PULUMI" up --yes --non-interactive --skip-preview
     echo
     "$PULUMI" stack output
     ;;
-  preview) "$PULUMI" preview --non-interactive --diff ;;
+  preview) ensure_password; "$PULUMI" preview --non-interactive --diff ;;
   down)
     "$PULUMI" destroy --yes --non-interactive --skip-preview
     ;;

@@ -425,11 +425,12 @@ def test_guest_boots_to_login_and_serves_ssh(guest_qcow2: Path, tmp_path: Path) 
 
 
 def _ssh_keyscan(port: int, deadline: float) -> str:
-    """Host keys the guest's sshd offers (made at first boot), or '' by the deadline."""
+    """The ed25519 host key the guest's sshd offers (made at first boot), or ''."""
     while time.monotonic() < deadline:
-        out = subprocess.run(["ssh-keyscan", "-T", "5", "-p", str(port), "127.0.0.1"],
-                             capture_output=True, text=True, check=False).stdout
-        if "ssh-" in out:
+        # One key type per scan: under TCG each handshake is slow.
+        out = subprocess.run(["ssh-keyscan", "-t", "ed25519", "-T", "20", "-p", str(port),
+                              "127.0.0.1"], capture_output=True, text=True, check=False).stdout
+        if "ssh-ed25519" in out:
             return out
         time.sleep(2)
     return ""

@@ -1,0 +1,77 @@
+"""The multi-guest stack and the examples, through the real CLI."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import docker
+import pytest
+
+from macvtap_provider import paths
+from macvtap_provider.compose import lab_name
+from tests.conftest import ROOT
+from tests.e2e import lab_probe
+from tests.e2e.conftest import make_cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker, pytest.mark.libvirt,
+              pytest.mark.guestfs]
+
+
+def subnet() -> str:
+    return f"10.213.{150 + secrets.randbelow(45)}.0/24"
+
+
+def assert_nothing_left(lab: str) -> None:
+    left = lab_probe.leftovers(lab, paths.work_root() / lab)
+    assert left == {"containers": [], "networks": [], "work_dir_exists": False, "files": []}
+
+
+def test_multi_guest_stack(e2e_tmp: Path) -> None:
+    stack = f"m{secrets.token_hex(3)}"
+    lab = lab_name("macvtap-lab-multi", stack)
+    cli = make_cli(e2e_tmp, ROOT / "stacks" / "multi", stack)
+    try:
+        cli.run("config", "set", "subnet", subnet())
+        cli.run("up", "--yes", "--skip-preview", label="multi_up")
+        out = cli.outputs(show_secrets=True)
+        ips = [str(ip) for ip in out["guest_ips"]]  # type: ignore[union-attr]
+        assert len(ips) == 2 and len(set(ips)) == 2
+        assert out["mac_matches"] == [True, True]
+        assert len(set(out["macvtap_devices"])) == 2  # type: ignore[arg-type]
+        image = docker.from_env().containers.get(out["container_name"]).attrs["Config"]["Image"]
+        for me, other in ((ips[0], ips[1]), (ips[1], ips[0])):
+            rc, text = lab_probe.ssh(str(out["network_name"]), image, me,
+                                     str(out["root_password"]), f"ping -c 2 -W 3 {other}")
+            assert rc == 0, f"{me} cannot reach {other}: {text}"
+        cli.run("preview", "--expect-no-changes")
+    finally:
+        cli.run("destroy", "--yes", "--skip-preview", label="multi_destroy")
+        cli.run("stack", "rm", "--yes", "--force")
+    assert_nothing_left(lab)
+
+
+def test_examples_guest_command_and_stack_reference(e2e_tmp: Path) -> None:
+    stack = f"x{secrets.token_hex(3)}"
+    lab = lab_name("gc", stack)
+    producer = make_cli(e2e_tmp, ROOT / "examples" / "guest_command", stack)
+    consumer = make_cli(e2e_tmp, ROOT / "examples" / "stack_reference", stack)
+    try:
+        producer.run("config", "set", "subnet", subnet())
+        producer.run("up", "--yes", "--skip-preview", label="example_up")
+        out = producer.outputs()
+        assert str(out["guest_kernel"]).startswith("6.")  # Debian bookworm's kernel
+        assert out["guest_cidr"] == f"{out['guest_ip']}/24"
+        assert out["root_password"] == "[secret]"
+        consumer.run("config", "set", "labStack",
+                     f"organization/macvtap-lab-guest-command/{stack}")
+        consumer.run("up", "--yes", "--skip-preview", label="consumer_up")
+        used = consumer.outputs()
+        assert used["lab_guest_ip"] == out["guest_ip"]
+        assert float(used["lab_guest_uptime_s"]) > 0  # type: ignore[arg-type]
+    finally:
+        consumer.run("destroy", "--yes", "--skip-preview")
+        consumer.run("stack", "rm", "--yes", "--force")
+        producer.run("destroy", "--yes", "--skip-preview")
+        producer.run("stack", "rm", "--yes", "--force")
+    assert_nothing_left(lab)
