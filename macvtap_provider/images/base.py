@@ -337,7 +337,7 @@ def ensure_rootfs(force: bool = False) -> Path:
 def _build_rootfs(mirror: str, work: Path, target: Path) -> None:
     root = work / "root"
     started = time.monotonic()
-    log.info("building the Debian %s rootfs with debootstrap from %s (about a minute)",
+    log.info("building the Debian %s rootfs with debootstrap from %s (under a minute)",
              SUITE, mirror)
     run_logged(["debootstrap", f"--variant={VARIANT}", f"--arch={ARCH}", SUITE, str(root), mirror],
                f"rootfs: debootstrap {SUITE} from {mirror}",

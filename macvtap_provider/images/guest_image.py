@@ -200,7 +200,7 @@ def ensure_guest_image(path: Path | None = None, force: bool = False) -> Path:
             log.info("removing %s left by an interrupted build", stale)
             remove_tree(stale)
         started = time.monotonic()
-        log.info("building guest image %s (about a minute and a half)", target)
+        log.info("building guest image %s (one to two minutes)", target)
         base_tag = ensure_base_image()
         work = Path(tempfile.mkdtemp(prefix=f".work-{target.name}-", dir=target.parent))
         try:

@@ -413,14 +413,11 @@ def test_guest_boots_to_login_and_serves_ssh(guest_qcow2: Path, tmp_path: Path) 
     console = pexpect.spawn(cmd[0], cmd[1:], timeout=BOOT_TIMEOUT_S, encoding="utf-8",
                             codec_errors="replace")
     try:
-        started = time.monotonic()
-        console.expect("lab-guest login:")
-        boot_s = time.monotonic() - started
+        console.expect("lab-guest login:")  # raises pexpect.TIMEOUT after BOOT_TIMEOUT_S
         keys = _ssh_keyscan(port, deadline=time.monotonic() + 90)
     finally:
         console.terminate(force=True)
 
-    assert boot_s < BOOT_TIMEOUT_S
     assert "ssh-ed25519" in keys, keys
 
 
