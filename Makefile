@@ -24,7 +24,7 @@ outputs:
 	bash scripts/lab.sh outputs $(STACK)
 
 test: setup       ## lint, unit, integration and end-to-end tests against the real components
-	$(PY) -m ruff check macvtap_provider tests stacks examples
+	$(PY) -m ruff check macvtap_provider tests stacks examples scripts
 	$(PY) -m mypy
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
@@ -38,7 +38,7 @@ test-e2e: setup
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint:
-	$(PY) -m ruff check macvtap_provider tests stacks examples
+	$(PY) -m ruff check macvtap_provider tests stacks examples scripts
 	$(PY) -m mypy
 
 doctor: setup
