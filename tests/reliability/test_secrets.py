@@ -1,0 +1,88 @@
+"""The root password never appears in plaintext: not in the state, not in verbose engine
+and provider logs, not in any process's argv while `pulumi up` runs."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from macvtap_provider import paths
+from macvtap_provider.compose import lab_name
+from tests.conftest import ROOT
+from tests.e2e import lab_probe
+from tests.e2e.conftest import make_cli
+
+pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker,
+              pytest.mark.libvirt, pytest.mark.guestfs]
+
+
+class ArgvSampler(threading.Thread):
+    """Reads every process's command line every few milliseconds, looking for `needle`."""
+
+    def __init__(self, needle: bytes) -> None:
+        super().__init__(daemon=True)
+        self.needle = needle
+        self.samples = 0
+        self.processes_seen: set[int] = set()
+        self.hits: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                self.processes_seen.add(int(pid))
+                if self.needle in cmdline:
+                    self.hits.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+            self.samples += 1
+            time.sleep(0.02)
+
+
+def test_password_never_in_plaintext(tmp_path: Path) -> None:
+    stack = f"s{secrets.token_hex(3)}"
+    lab = lab_name("macvtap-lab", stack)
+    password = "Pw-" + secrets.token_hex(10)
+    cli = make_cli(tmp_path, ROOT, stack)
+    cli.env["MACVTAP_LAB_LOG_LEVEL"] = "DEBUG"  # every system call the providers make
+    sampler = ArgvSampler(password.encode())
+    try:
+        cli.set_secret("rootPassword", password)
+        cli.run("config", "set", "subnet", f"10.213.{100 + secrets.randbelow(40)}.0/24")
+        cli.run("config", "set", "networkMethod", "console")  # the password goes to a console
+        sampler.start()
+        up = cli.run("up", "--yes", "--skip-preview", "--logtostderr", "-v=9",
+                     "--logflow", label="verbose_up")
+        sampler.stop.set()
+        sampler.join()
+        logs = up.stdout + up.stderr
+        assert len(logs) > 100_000  # it really was verbose
+        assert "password" in logs.lower()  # the property is there, its value is not
+        assert password not in logs
+        assert sampler.samples > 100 and len(sampler.processes_seen) > 20
+        assert sampler.hits == []
+        out = cli.outputs(show_secrets=False)
+        state = cli.run("stack", "export").stdout
+        assert password not in state
+        config_file = (ROOT / f"Pulumi.{stack}.yaml").read_text()
+        assert password not in config_file and "secure:" in config_file
+        # It still is the password: the guest accepts it.
+        image = lab_probe.docker.from_env().containers.get(out["container_name"]).attrs[
+            "Config"]["Image"]
+        rc, text = lab_probe.ssh(str(out["network_name"]), image, str(out["guest_ip"]), password,
+                                 "true")
+        assert rc == 0, text
+    finally:
+        sampler.stop.set()
+        cli.run("destroy", "--yes", "--skip-preview")
+        cli.run("stack", "rm", "--yes", "--force")
+    assert not (paths.work_root() / lab).exists()
