@@ -33,7 +33,7 @@ from macvtap_provider.builders.validation import (
 )
 from macvtap_provider.errors import LabError, LabTimeoutError, NotFoundError, SpecError
 from macvtap_provider.resources._base import LabProvider, is_unknown, known, known_items
-from macvtap_provider.resources.macvtap_domain import container_pid
+from macvtap_provider.resources.macvtap_domain import container_pid, container_state
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +219,12 @@ class GuestNetworkProvider(LabProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         self.refuse_import(props)
         spec = GuestNetworkSpec.from_props(props)
-        pid = container_pid(spec.docker_host, spec.container)
-        if pid is None:
+        state, pid = container_state(spec.docker_host, spec.container)
+        if state == "gone":
             return self.read_missing()
+        if pid is None:
+            # A stopped container gets its address back from docker when it starts again.
+            return ReadResult(id_, {**props, **self._outs(spec, moved=False)})
         with netlink.in_netns(pid) as ns:
             info = netlink.link(ns, spec.container_dev)
         back_on_container = info is not None and (spec.address, spec.prefix) in info.addresses

@@ -97,7 +97,6 @@ class LibvirtContainerProvider(LabProvider):
         spec = LibvirtContainerSpec.from_props(props)
         image = spec.image or self._project_image()
         run_dir = socket_dir(spec.work_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
         with docker_api.docker_client(spec.docker_host) as client:
             if docker_api.find_container(client, spec.name) is not None:
                 raise DockerError(f"container {spec.name!r} already exists and is not managed by "
@@ -106,13 +105,16 @@ class LibvirtContainerProvider(LabProvider):
                 if not client.networks.list(names=[spec.network]):
                     raise SpecError("network", f"docker network {spec.network!r} does not exist: "
                                     "create it first (LabNetwork) or fix the name")
-            container, mode = self._start(client, spec, image)
+            run_dir.mkdir(parents=True, exist_ok=True)  # only once the checks passed
             try:
+                container, mode = self._start(client, spec, image)
                 version = self._wait_ready(container, spec)
                 log.info("container %s ready: libvirt %s (%s mode)", spec.name, version, mode)
                 outs = self._outs(props, container, spec, image, mode)
             except BaseException:
                 docker_api.remove_container(client, spec.name)
+                shutil.rmtree(Path(spec.work_dir) / "run", ignore_errors=True)
+                paths.prune_empty_dirs(Path(spec.work_dir), levels=1)
                 raise
         return CreateResult(str(container.id), outs)
 

@@ -45,6 +45,7 @@ from macvtap_provider.resources._base import LabProvider, default, is_unknown, k
 log = logging.getLogger(__name__)
 
 VHOST_NET = Path("/dev/vhost-net")
+CONTAINER_STOPPED = "container-stopped"
 INTERFACE_TYPES = ("auto", "ethernet", "direct")
 
 
@@ -100,13 +101,20 @@ def build_xml(spec: MacvtapDomainSpec, link_name: str | None, uuid: str | None =
         owner=f"{spec.container}/{spec.name}", uuid=uuid))
 
 
-def container_pid(docker_host: str | None, name: str) -> int | None:
-    """The PID of a running container (for its netns); None when it is gone or stopped."""
+def container_state(docker_host: str | None, name: str) -> tuple[str, int | None]:
+    """("running", pid), ("stopped", None) or ("gone", None) for a container."""
     with docker_api.docker_client(docker_host) as client:
         container = docker_api.find_container(client, name)
-        if container is None or container.status != "running":
-            return None
-        return int(container.attrs["State"]["Pid"])
+        if container is None:
+            return "gone", None
+        if container.status != "running":
+            return "stopped", None
+        return "running", int(container.attrs["State"]["Pid"])
+
+
+def container_pid(docker_host: str | None, name: str) -> int | None:
+    """The PID of a running container (for its netns); None when it is gone or stopped."""
+    return container_state(docker_host, name)[1]
 
 
 class MacvtapDomainProvider(LabProvider):
@@ -257,6 +265,10 @@ class MacvtapDomainProvider(LabProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         self.refuse_import(props)
         spec = MacvtapDomainSpec.from_props(props)
+        if container_state(spec.docker_host, spec.container)[0] == "stopped":
+            # libvirtd is down with its container: the domain is neither known gone nor
+            # running. Refresh records that; `up` replaces the container and its domains.
+            return ReadResult(id_, {**props, "state": CONTAINER_STOPPED, "mac_matches": False})
         with self._domain(spec) as (dom, pid):
             if dom is None or pid is None or dom.UUIDString() != id_:
                 return self.read_missing()
@@ -264,10 +276,14 @@ class MacvtapDomainProvider(LabProvider):
             return ReadResult(id_, self._outs(props, spec, dom, pid, link_name))
 
     def drift_replaces(self, olds: dict[str, Any]) -> list[str]:
-        drift = []
-        if olds.get("mac_matches") is False:
-            drift.append("mac_matches")  # e.g. our macvtap link was deleted out of band
-        return drift
+        if olds.get("state") == CONTAINER_STOPPED:
+            return ["state"]
+        # A direct NIC's macvtap exists only while the domain runs (libvirt makes it at
+        # start), so a shut-off direct domain is restarted, not replaced.
+        if olds.get("mac_matches") is False and (
+                olds.get("state") == "running" or olds.get("interface_type") != "direct"):
+            return ["mac_matches"]  # e.g. our macvtap link was deleted out of band
+        return []
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
         result = super().diff(id_, olds, news)

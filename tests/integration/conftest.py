@@ -31,6 +31,7 @@ import docker.errors
 import pytest
 from docker.models.containers import Container
 
+from macvtap_provider import paths
 from macvtap_provider.adapters import netlink
 from macvtap_provider.adapters.netlink import LinkInfo
 from macvtap_provider.resources.customized_image import (
@@ -160,14 +161,15 @@ class Probe:
         rc, out = self.container.exec_run(cmd, environment=env or {})
         return int(rc), (out or b"").decode(errors="replace")
 
-    def ping(self, address: str) -> bool:
-        rc, _ = self.run(["ping", "-c", "1", "-W", "2", self._target(address)])
-        return rc == 0
+    def ping(self, address: str, attempts: int = 5) -> bool:
+        """True once one echo is answered (a lost first packet, e.g. ARP, is not a failure)."""
+        target = self._target(address)
+        return any(self.run(["ping", "-c", "1", "-W", "2", target])[0] == 0
+                   for _ in range(attempts))
 
-    def tcp_open(self, address: str, port: int = 22) -> bool:
-        rc, _ = self.run(["timeout", "5", "bash", "-c",
-                          f"exec 3<>/dev/tcp/{self._target(address)}/{port}"])
-        return rc == 0
+    def tcp_open(self, address: str, port: int = 22, attempts: int = 3) -> bool:
+        cmd = ["timeout", "5", "bash", "-c", f"exec 3<>/dev/tcp/{self._target(address)}/{port}"]
+        return any(self.run(cmd)[0] == 0 for _ in range(attempts))
 
     def ssh(self, address: str, password: str, command: str,
             timeout_s: int = 60) -> tuple[int, str]:
@@ -234,7 +236,8 @@ class Lab:
 
     module: str
     subnet: ipaddress.IPv4Network
-    client: docker.DockerClient
+    #: None for a lab that needs no docker (images only).
+    docker_client: docker.DockerClient | None
     tag: str = field(default_factory=lambda: secrets.token_hex(3))
     made: list[Made] = field(default_factory=list)
     work_dirs: list[Path] = field(default_factory=list)
@@ -242,6 +245,11 @@ class Lab:
 
     def __post_init__(self) -> None:
         assert self.subnet.subnet_of(LAB_RANGE), self.subnet
+
+    @property
+    def client(self) -> docker.DockerClient:
+        assert self.docker_client is not None, "this lab was made without docker"
+        return self.docker_client
 
     # names and addresses
     def name(self, what: str) -> str:
@@ -272,7 +280,7 @@ class Lab:
 
     def container(self, what: str, host: int | None = None) -> Made:
         name = self.name(what)
-        work = Path("/var/lib/macvtap-lab") / name
+        work = paths.work_root() / name
         self.work_dirs.append(work)
         props: dict[str, Any] = {"name": name, "network": self.net_name, "work_dir": str(work)}
         if host is not None:
@@ -299,11 +307,18 @@ class Lab:
             "container": container.outs["name"], "disk_path": image_path, "memory_mib": 512,
             **props})
 
-    def blank_disk(self, container: Made, what: str) -> Made:
-        """A blank qcow2 in the container's work dir: enough for a domain that need not boot."""
+    def blank_disk(self, container: Made, what: str, content: bytes | None = None) -> Made:
+        """A blank qcow2 in the container's work dir: enough for a domain that need not boot.
+
+        With `content`, a file holding just that (not a disk image at all).
+        """
         path = Path(container.outs["work_dir"]) / "images" / f"{what}.qcow2"
         path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"], check=True)
+        if content is None:
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "64M"],
+                           check=True)
+        else:
+            path.write_bytes(content)
         made = Made("files", _Files(), str(path), {"paths": [str(path)]}, {})
         self.made.append(made)
         return made
@@ -328,13 +343,17 @@ class Lab:
         """
         errors: list[str] = []
         for made in reversed(self.made):
+            # Every step is attempted, whatever failed before it: the machine must end clean.
             try:
                 made.provider.delete(made.id, dict(made.outs))
             except Exception as exc:  # noqa: BLE001 - report every failed delete, go on
                 errors.append(f"delete of {made.kind} {made.id} failed: {exc!r}")
-            errors += self._leftovers_of(made)
-        errors += self._sweep()
+            try:
+                errors += self._leftovers_of(made)
+            except Exception as exc:  # noqa: BLE001 - a failed check is a finding too
+                errors.append(f"checking what {made.kind} {made.id} left failed: {exc!r}")
         self.made.clear()
+        errors += self._sweep()
         assert not errors, "teardown found problems:\n" + "\n".join(errors)
 
     def _leftovers_of(self, made: Made) -> list[str]:
@@ -393,14 +412,6 @@ class Lab:
 
     def _sweep(self) -> list[str]:
         found = []
-        for container in self.client.containers.list(all=True, filters={"name": self.tag}):
-            found.append(f"container {container.name} left behind")
-            container.remove(force=True, v=True)
-        for label in (PROBE_LABEL, TEST_PROBE_LABEL):
-            for container in self.client.containers.list(all=True, filters={"label": label}):
-                if self.tag in container.name:
-                    found.append(f"probe container {container.name} left behind")
-                    container.remove(force=True, v=True)
         for work in self.work_dirs:
             if work.exists():
                 found.append(f"work directory {work} left behind: {sorted(os.listdir(work))}")
@@ -409,6 +420,16 @@ class Lab:
             if path.exists():
                 found.append(f"{path} left behind")
                 path.unlink()
+        if self.docker_client is None:
+            return found
+        for container in self.client.containers.list(all=True, filters={"name": self.tag}):
+            found.append(f"container {container.name} left behind")
+            container.remove(force=True, v=True)
+        for label in (PROBE_LABEL, TEST_PROBE_LABEL):
+            for container in self.client.containers.list(all=True, filters={"label": label}):
+                if self.tag in container.name:
+                    found.append(f"probe container {container.name} left behind")
+                    container.remove(force=True, v=True)
         for net in self.client.networks.list(names=[self.net_name]):
             if net.name == self.net_name:
                 found.append(f"network {net.name} left behind")
@@ -436,9 +457,9 @@ def remember_tap(domain: Made, pid: int) -> int:
 
 @contextlib.contextmanager
 def lab_for(module: str, subnet: str, *components: str) -> Iterator[Lab]:
-    """A Lab whose teardown always runs; the caller's `require`s gate it first."""
-    require("docker", *components)
-    client = docker.from_env()
+    """A Lab whose teardown always runs, once `require(*components)` let it start."""
+    require(*components)
+    client = docker.from_env() if "docker" in components else None
     lab = Lab(module, ipaddress.IPv4Network(subnet), client)
     try:
         yield lab
@@ -446,15 +467,8 @@ def lab_for(module: str, subnet: str, *components: str) -> Iterator[Lab]:
         try:
             lab.teardown()
         finally:
-            client.close()
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Iterator[docker.DockerClient]:
-    require("docker")
-    client = docker.from_env()
-    yield client
-    client.close()
+            if client is not None:
+                client.close()
 
 
 def openssl_sha512_crypt(password: str, salt: str) -> str:

@@ -1,4 +1,4 @@
-"""CustomizedImageProvider for real: qemu-img overlays customised offline with libguestfs.
+"""CustomizedImageProvider for real: images (an overlay, a copy) customised with libguestfs.
 
 The images are inspected with libguestfs read-only, and the base they were made from is
 proven untouched. A throw-away copy of the guest image with an /etc/cloud directory is the
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from macvtap_provider import paths
 from macvtap_provider.adapters import guestfs_api, qemu_img
 from macvtap_provider.builders.guest_config import BEGIN_MARK, END_MARK
 from macvtap_provider.errors import GuestfsError
@@ -35,7 +36,7 @@ pytestmark = [pytest.mark.guestfs, pytest.mark.slow]
 SUBNET = "10.213.106.0/24"  # only addresses written into the images; no network is made
 NAMESERVER = "10.213.106.1"
 PASSWORD = f"img pw ${secrets.token_hex(4)}!"
-WORK = Path("/var/lib/macvtap-lab")
+WORK = paths.work_root()
 
 
 @dataclass
@@ -75,7 +76,7 @@ def inspect(path: Path) -> Inspected:
 def lab() -> Iterator[Lab]:
     root: Path | None = None
     try:
-        with lab_for("img", SUBNET, "guestfs") as lab:
+        with lab_for("img", SUBNET, "guestfs", "qemu") as lab:
             root = WORK / lab.name("files")
             yield lab
         # Every image is deleted by now: its output directory went with the last one.
@@ -119,7 +120,7 @@ def image_a(lab: Lab, files: Files, base_before: object) -> Made:
 
 @pytest.fixture(scope="module")
 def image_b(lab: Lab, files: Files, base_before: object, host_pub_key: str) -> Made:
-    return lab.image(files.out / "b.qcow2", PASSWORD, base_image=str(files.base),
+    return lab.image(files.out / "b.qcow2", PASSWORD, base_image=str(files.base), mode="copy",
                      nameservers=[NAMESERVER], hostname="img-b", authorized_keys=[host_pub_key],
                      sshd_settings={"PermitRootLogin": "yes", "PasswordAuthentication": "yes",
                                     "MaxAuthTries": "3"})
@@ -148,6 +149,17 @@ def test_outputs_describe_an_overlay_with_a_relative_backing_path(
     assert base_link_path(out).samefile(files.base)  # linked, never copied or written
     assert marker_path(out).exists()
     assert not out.with_name(out.name + ".tmp").exists()
+
+
+def test_copy_mode_makes_a_standalone_image(files: Files, image_a: Made, image_b: Made) -> None:
+    out = files.out / "b.qcow2"
+    info = qemu_img.info(out)
+
+    assert image_b.outs["format"] == info["format"] == "qcow2"
+    assert image_b.outs["backing_file"] == "" and "backing-filename" not in info
+    assert image_b.outs["virtual_size"] == image_a.outs["virtual_size"]
+    assert not base_link_path(out).exists()
+    assert marker_path(out).exists()
 
 
 def test_outputs_hold_no_plaintext_password(image_a: Made, image_b: Made) -> None:

@@ -11,14 +11,14 @@ from macvtap_provider.errors import DockerError
 from macvtap_provider.resources.lab_network import LABEL, LabNetworkProvider
 from tests.integration.conftest import Lab, lab_for
 
-pytestmark = [pytest.mark.docker, pytest.mark.netns]
+pytestmark = [pytest.mark.docker]
 
 SUBNET = "10.213.101.0/24"
 
 
 @pytest.fixture
 def lab() -> Iterator[Lab]:
-    with lab_for("net", SUBNET) as lab:
+    with lab_for("net", SUBNET, "docker") as lab:
         yield lab
 
 

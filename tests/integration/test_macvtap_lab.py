@@ -18,11 +18,12 @@ from lxml import etree
 
 from macvtap_provider.adapters import netlink, qemu_img
 from macvtap_provider.builders.tap import INDEX_RANGE
-from macvtap_provider.errors import GuestfsError
+from macvtap_provider.errors import GuestfsError, LibvirtError
 from macvtap_provider.images.guest_image import ensure_guest_image
 from macvtap_provider.resources.customized_image import CustomizedImageProvider, marker_path
 from macvtap_provider.resources.guest_network import GuestNetworkProvider
 from macvtap_provider.resources.macvtap_domain import MacvtapDomainProvider
+from tests.conftest import require
 from tests.integration.conftest import (
     Lab,
     Made,
@@ -55,12 +56,13 @@ HOSTNAME = "guest-main"
 
 @pytest.fixture(scope="module")
 def base_before() -> tuple[str, int, int, int, int]:
+    require("docker", "guestfs")  # before the (possibly long) guest image build
     return file_identity(ensure_guest_image())
 
 
 @pytest.fixture(scope="module")
 def lab(base_before: object) -> Iterator[Lab]:
-    with lab_for("main", SUBNET, "guestfs") as lab:
+    with lab_for("main", SUBNET, "docker", "guestfs") as lab:
         lab.network()
         yield lab
 
@@ -245,22 +247,6 @@ def test_image_of_a_running_domain_is_not_deleted(image: Made) -> None:
     assert Path(image.outs["path"]).exists()
 
 
-# ---- GuestNetwork: delete gives the address back ---------------------------------------------
-
-
-def test_guest_network_delete_gives_the_address_back(container: Made, guest_net: Made) -> None:
-    provider = GuestNetworkProvider()
-    pid = container.outs["pid"]
-
-    provider.delete(guest_net.id, dict(guest_net.outs))
-    provider.delete(guest_net.id, dict(guest_net.outs))  # again: no error, no duplicate
-
-    eth0 = link_in(pid, "eth0")
-    assert eth0 is not None and (GUEST_IP, 24) in eth0.addresses
-    assert default_gateway_in(pid) == container.outs["gateway"]
-    assert provider.read(guest_net.id, dict(guest_net.outs)).outs["moved"] is False
-
-
 # ---- MacvtapDomain: update in place, shut off out of band, delete ----------------------------
 
 
@@ -287,6 +273,34 @@ def test_memory_and_vcpus_update_in_place(domain: Made) -> None:
         assert xml.findtext("vcpu") == "2"
     after = provider.diff(domain.id, outs, news)
     assert not after.changes
+
+
+def test_guest_comes_back_after_the_update_with_the_new_size(
+        domain: Made, guest_net: Made, probe: Probe) -> None:
+    out = probe.ssh_when_up(GUEST_IP, PASSWORD,
+                            "nproc; grep MemTotal /proc/meminfo; ip -4 addr show eth0")
+    lines = out.split()
+
+    assert lines[0] == "2", out
+    mem_kib = int(lines[lines.index("MemTotal:") + 1])
+    assert 512 * 1024 < mem_kib <= 640 * 1024, out  # the kernel keeps a little for itself
+    assert f"inet {GUEST_IP}/24" in out
+
+
+# ---- GuestNetwork: delete gives the address back ---------------------------------------------
+
+
+def test_guest_network_delete_gives_the_address_back(container: Made, guest_net: Made) -> None:
+    provider = GuestNetworkProvider()
+    pid = container.outs["pid"]
+
+    provider.delete(guest_net.id, dict(guest_net.outs))
+    provider.delete(guest_net.id, dict(guest_net.outs))  # again: no error, no duplicate
+
+    eth0 = link_in(pid, "eth0")
+    assert eth0 is not None and (GUEST_IP, 24) in eth0.addresses
+    assert default_gateway_in(pid) == container.outs["gateway"]
+    assert provider.read(guest_net.id, dict(guest_net.outs)).outs["moved"] is False
 
 
 def test_domain_shut_off_out_of_band_is_seen_and_update_starts_it(domain: Made) -> None:
@@ -324,11 +338,79 @@ def test_delete_of_a_shut_off_domain_removes_it_and_its_macvtap(
     assert provider.read(domain.id, dict(domain.outs)).id == ""
 
 
-def test_domain_undefined_out_of_band_reads_gone_and_delete_removes_the_link(
+def test_macvtap_deleted_out_of_band_is_seen_and_diff_replaces(
         lab: Lab, container: Made, image: Made) -> None:
     provider = MacvtapDomainProvider()
     pid = container.outs["pid"]
     made = lab.domain(container, image.outs["path"], "vm2")
+    remember_tap(made, pid)
+
+    with netlink.in_netns(pid) as ns:  # ip link del, behind the provider's back
+        assert netlink.delete_link(ns, made.outs["macvtap_device"])
+    read = provider.read(made.id, dict(made.outs))
+    diff = provider.diff(made.id, dict(read.outs), dict(made.inputs))
+
+    assert read.id == made.id
+    assert read.outs["macvtap_mac"] == "" and read.outs["mac_matches"] is False
+    assert diff.changes and "mac_matches" in diff.replaces
+    provider.delete(made.id, dict(made.outs))  # the link is gone already: fine
+    assert made.outs["name"] not in libvirt_domain_names(container)
+
+
+def test_a_leftover_of_ours_is_replaced_and_a_foreign_domain_is_refused(
+        lab: Lab, container: Made, image: Made) -> None:
+    provider = MacvtapDomainProvider()
+    pid = container.outs["pid"]
+    made = lab.domain(container, image.outs["path"], "vm3")
+    first = made.id
+
+    # The state lost it (an interrupted run): create again with the same inputs.
+    again = provider.create(dict(made.inputs))
+    made.id, made.outs = str(again.id), dict(again.outs)
+    remember_tap(made, pid)
+
+    assert made.id != first
+    assert libvirt_domain_names(container) == [made.outs["name"]]
+    macvtaps = [link.name for link in links_in(pid) if link.kind == "macvtap"]
+    assert macvtaps == [made.outs["macvtap_device"]]
+    assert made.outs["state"] == "running" and made.outs["mac_matches"] is True
+    provider.delete(made.id, dict(made.outs))
+
+    foreign = lab.name("vm4")
+    conn = libvirt.open(container.outs["libvirt_uri"])
+    try:
+        dom = conn.defineXML(
+            f"<domain type='qemu'><name>{foreign}</name><memory unit='MiB'>128</memory>"
+            "<os><type arch='x86_64' machine='pc'>hvm</type></os></domain>")
+        try:
+            props = checked(provider, {**made.inputs, "name": foreign, "mac": None})
+            with pytest.raises(LibvirtError, match="not made by this stack"):
+                provider.create(props)
+            assert dom.isPersistent() and not dom.isActive()  # left alone
+            assert [link.name for link in links_in(pid) if link.kind == "macvtap"] == []
+        finally:
+            dom.undefine()
+    finally:
+        conn.close()
+
+
+def test_a_domain_that_cannot_start_leaves_nothing_behind(lab: Lab, container: Made) -> None:
+    pid = container.outs["pid"]
+    bad = lab.blank_disk(container, "notadisk", content=b"this is not a qcow2 image\n")
+    name = lab.name("vmbad")
+
+    with pytest.raises(LibvirtError, match="starting domain"):
+        lab.domain(container, bad.id, "vmbad")
+
+    assert name not in libvirt_domain_names(container)
+    assert [link.name for link in links_in(pid) if link.kind == "macvtap"] == []
+
+
+def test_domain_undefined_out_of_band_reads_gone_and_delete_removes_the_link(
+        lab: Lab, container: Made, image: Made) -> None:
+    provider = MacvtapDomainProvider()
+    pid = container.outs["pid"]
+    made = lab.domain(container, image.outs["path"], "vm5")
     index = remember_tap(made, pid)
 
     out_of_band(made, "destroy", "undefine")  # virsh destroy + undefine

@@ -4,7 +4,7 @@ This is where the seed's `<interface type='direct'>` breaks (both containers num
 macvtap from the same small ifindex, and /dev/tapN lives in the one shared /dev). The
 provider's `ethernet` backend gives each macvtap a host-wide unique ifindex. One guest is
 configured offline (in its image), the other over the serial console: both routes are
-proven with the same two boots.
+proven with the same two boots (the console one after a refused wrong password).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from macvtap_provider.errors import ConsoleError
 from tests.integration.conftest import (
     Lab,
     Made,
@@ -48,27 +49,47 @@ class Guest:
         return str(self.container.outs["ip_address"])
 
 
+@dataclass
+class Guests:
+    pair: list[Guest]
+    wrong_password_error: Exception | None
+    b_addresses_after_wrong_password: tuple[tuple[str, int], ...]
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with lab_for("two", SUBNET, "guestfs") as lab:
+    with lab_for("two", SUBNET, "docker", "guestfs") as lab:
         lab.network()
         yield lab
 
 
 @pytest.fixture(scope="module")
-def guests(lab: Lab) -> list[Guest]:
+def lab_guests(lab: Lab) -> Guests:
     a_box, b_box = lab.container("lva", host=10), lab.container("lvb", host=11)
     a_img = lab.guest_image(a_box, PASSWORD, "guest-a")  # static eth0 written offline
-    b_img = lab.guest_image(b_box, PASSWORD, "guest-b", static=False)  # set on the console
-    # Both domains first, so the two guests boot at the same time.
+    # Guest a boots (one core) while image b is customised (the other core).
     a_dom = lab.domain(a_box, a_img.outs["path"], "vma")
+    b_img = lab.guest_image(b_box, PASSWORD, "guest-b", static=False)  # set on the console
     b_dom = lab.domain(b_box, b_img.outs["path"], "vmb")
     remember_tap(a_dom, a_box.outs["pid"])
     remember_tap(b_dom, b_box.outs["pid"])
     a_net = lab.guest_network(a_box, a_dom, method="offline")
+    # A wrong password first: the console login fails and nothing may be handed over.
+    try:
+        lab.guest_network(b_box, b_dom, password=PASSWORD + "-wrong", method="console")
+        wrong: Exception | None = None
+    except ConsoleError as exc:
+        wrong = exc
+    eth0 = link_in(b_box.outs["pid"], "eth0")
     b_net = lab.guest_network(b_box, b_dom, password=PASSWORD, method="console")
-    return [Guest(a_box, a_img, a_dom, a_net, "guest-a"),
-            Guest(b_box, b_img, b_dom, b_net, "guest-b")]
+    return Guests(
+        [Guest(a_box, a_img, a_dom, a_net, "guest-a"), Guest(b_box, b_img, b_dom, b_net, "guest-b")],
+        wrong, eth0.addresses if eth0 else ())
+
+
+@pytest.fixture(scope="module")
+def guests(lab_guests: Guests) -> list[Guest]:
+    return lab_guests.pair
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +144,14 @@ def test_no_state_holds_the_password(guests: list[Guest]) -> None:
     for g in guests:
         for made in (g.container, g.image, g.domain, g.net):
             assert PASSWORD not in json.dumps(made.outs), made.kind
+
+
+def test_a_wrong_console_password_is_refused_and_nothing_handed_over(
+        lab_guests: Guests) -> None:
+    b = lab_guests.pair[1]
+    error = lab_guests.wrong_password_error
+
+    assert isinstance(error, ConsoleError)
+    assert "refused" in str(error)
+    assert PASSWORD not in str(error)
+    assert (b.ip, 24) in lab_guests.b_addresses_after_wrong_password
