@@ -63,6 +63,14 @@ def derive_mac(name: str) -> str:
     return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
+def check_ipv4(value: object, field: str) -> str:
+    """A single IPv4 address, normalised."""
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        raise SpecError(field, f"{value!r} is not an IPv4 address (e.g. 10.213.0.10)") from None
+
+
 def check_choice(value: object, field: str, choices: Iterable[str]) -> str:
     options = tuple(choices)
     if value not in options:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["LabProvider", "default", "is_unknown", "known", "known_items",
+__all__ = ["LabProvider", "default", "is_unknown", "known", "known_items", "resource_props",
            "setup_provider_logging"]
 
+import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ReadResult, ResourceProvider
 
 from macvtap_provider.builders.diff import has_unknowns, is_unknown, plan_diff
@@ -59,6 +60,25 @@ def default(props: dict[str, Any], key: str, value: Any) -> None:
     """Fill an absent input (None); an explicit value, even 0 or "", is kept and checked."""
     if props.get(key) is None:
         props[key] = value
+
+
+def resource_props(args: object, outputs: Iterable[str], secrets: Iterable[str] = (),
+                   opts: pulumi.ResourceOptions | None = None,
+                   ) -> tuple[dict[str, Any], pulumi.ResourceOptions | None]:
+    """A dynamic Resource's props and options from its Args dataclass.
+
+    Secret inputs are wrapped as secrets and stay secret in the state; outputs are
+    declared (as None) so that they become attributes of the Resource.
+    """
+    props: dict[str, Any] = dict(vars(args))
+    secret_keys = [k for k in secrets if props.get(k) is not None]
+    for key in secret_keys:
+        props[key] = pulumi.Output.secret(props[key])
+    props.update(dict.fromkeys(outputs))
+    if secret_keys:
+        opts = pulumi.ResourceOptions.merge(
+            opts, pulumi.ResourceOptions(additional_secret_outputs=secret_keys))
+    return props, opts
 
 
 class LabProvider(ResourceProvider):

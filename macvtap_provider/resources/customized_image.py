@@ -37,7 +37,13 @@ from macvtap_provider.builders.validation import (
     check_nameservers,
 )
 from macvtap_provider.errors import GuestfsError, LabError, SpecError
-from macvtap_provider.resources._base import LabProvider, is_unknown, known, known_items
+from macvtap_provider.resources._base import (
+    LabProvider,
+    is_unknown,
+    known,
+    known_items,
+    resource_props,
+)
 
 log = logging.getLogger(__name__)
 
@@ -371,12 +377,9 @@ class CustomizedImage(Resource, module="macvtap", name="CustomizedImage"):
 
     def __init__(self, resource_name: str, args: CustomizedImageArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {**vars(args)}
+        props, opts = resource_props(
+            args, ("path", "format", "virtual_size", "backing_file", "digest", "salt"),
+            secrets=("root_password",), opts=opts)
         if isinstance(props.get("network"), NetworkArgs):
             props["network"] = vars(props["network"])
-        props["root_password"] = pulumi.Output.secret(args.root_password)
-        for out in ("path", "format", "virtual_size", "backing_file", "digest", "salt"):
-            props[out] = None
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["root_password"]))
         super().__init__(CustomizedImageProvider(), resource_name, props, opts)

@@ -4,7 +4,6 @@ fetched here)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass
@@ -15,9 +14,9 @@ from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 
 from macvtap_provider.adapters import docker_api
 from macvtap_provider.builders.secrets import check_password
-from macvtap_provider.builders.validation import check_name
+from macvtap_provider.builders.validation import check_ipv4, check_name
 from macvtap_provider.errors import ConsoleError, SpecError
-from macvtap_provider.resources._base import LabProvider, known
+from macvtap_provider.resources._base import LabProvider, known, resource_props
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +27,6 @@ def _check_command(value: object) -> str:
     return value
 
 
-def _check_address(value: object) -> str:
-    try:
-        return str(ipaddress.IPv4Address(str(value)))
-    except ValueError:
-        raise SpecError("address", f"{value!r} is not an IPv4 address") from None
-
-
 class GuestCommandProvider(LabProvider):
     INPUTS = ("network", "address", "command", "probe_image", "docker_host", "triggers")
     REPLACE_ON = frozenset(INPUTS)
@@ -42,7 +34,7 @@ class GuestCommandProvider(LabProvider):
 
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
         known(props, "network", lambda v: check_name(v, "network"))
-        known(props, "address", _check_address)
+        known(props, "address", lambda v: check_ipv4(v, "address"))
         known(props, "command", _check_command)
         known(props, "root_password", check_password)
         return props
@@ -108,8 +100,6 @@ class GuestCommand(Resource, module="macvtap", name="GuestCommand"):
 
     def __init__(self, resource_name: str, args: GuestCommandArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {**vars(args), "stdout": None, "exit_code": None}
-        props["root_password"] = pulumi.Output.secret(args.root_password)
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["root_password"]))
+        props, opts = resource_props(args, ("stdout", "exit_code"), secrets=("root_password",),
+                                     opts=opts)
         super().__init__(GuestCommandProvider(), resource_name, props, opts)

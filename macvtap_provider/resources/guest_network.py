@@ -32,7 +32,13 @@ from macvtap_provider.builders.validation import (
     check_nameservers,
 )
 from macvtap_provider.errors import LabError, LabTimeoutError, NotFoundError, SpecError
-from macvtap_provider.resources._base import LabProvider, is_unknown, known, known_items
+from macvtap_provider.resources._base import (
+    LabProvider,
+    is_unknown,
+    known,
+    known_items,
+    resource_props,
+)
 from macvtap_provider.resources.macvtap_domain import container_pid, container_state
 
 log = logging.getLogger(__name__)
@@ -274,11 +280,6 @@ class GuestNetwork(Resource, module="macvtap", name="GuestNetwork"):
 
     def __init__(self, resource_name: str, args: GuestNetworkArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {**vars(args)}
-        if args.root_password is not None:
-            props["root_password"] = pulumi.Output.secret(args.root_password)
-        for out in ("guest_ip", "ssh_endpoint", "reachable", "moved"):
-            props[out] = None
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-            additional_secret_outputs=["root_password"]))
+        props, opts = resource_props(args, ("guest_ip", "ssh_endpoint", "reachable", "moved"),
+                                     secrets=("root_password",), opts=opts)
         super().__init__(GuestNetworkProvider(), resource_name, props, opts)

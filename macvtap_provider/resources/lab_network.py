@@ -15,7 +15,7 @@ from pulumi.dynamic import CreateResult, ReadResult, Resource
 from macvtap_provider.adapters import docker_api
 from macvtap_provider.builders.validation import check_name, check_subnet
 from macvtap_provider.errors import DockerError, SpecError
-from macvtap_provider.resources._base import LabProvider, is_unknown, known
+from macvtap_provider.resources._base import LabProvider, is_unknown, known, resource_props
 
 log = logging.getLogger(__name__)
 LABEL = "org.macvtap-lab.network"
@@ -133,5 +133,5 @@ class LabNetwork(Resource, module="macvtap", name="LabNetwork"):
 
     def __init__(self, resource_name: str, args: LabNetworkArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {**vars(args), "network_id": None, "bridge": None}
+        props, opts = resource_props(args, ("network_id", "bridge"), opts=opts)
         super().__init__(LabNetworkProvider(), resource_name, props, opts)

@@ -7,7 +7,6 @@ directory is bind-mounted from `<work_dir>/run/libvirt`.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import shutil
 import time
@@ -27,9 +26,9 @@ from macvtap_provider.builders.security import (
     container_security_kwargs,
     missing_capabilities,
 )
-from macvtap_provider.builders.validation import check_choice, check_name
+from macvtap_provider.builders.validation import check_choice, check_ipv4, check_name
 from macvtap_provider.errors import DockerError, LabError, LabTimeoutError, SpecError
-from macvtap_provider.resources._base import LabProvider, known
+from macvtap_provider.resources._base import LabProvider, known, resource_props
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +42,6 @@ def socket_dir(work_dir: str) -> Path:
 
 def libvirt_uri(work_dir: str) -> str:
     return f"qemu:///system?socket={socket_dir(work_dir)}/libvirt-sock"
-
-
-def _check_ipv4(value: object) -> str:
-    try:
-        return str(ipaddress.IPv4Address(str(value)))
-    except ValueError:
-        raise SpecError("ipv4_address", f"{value!r} is not an IPv4 address") from None
 
 
 @dataclass(frozen=True)
@@ -89,7 +81,7 @@ class LibvirtContainerProvider(LabProvider):
         work = known(props, "work_dir", str)
         if work is not None and not Path(work).is_absolute():
             raise SpecError("work_dir", f"{work!r} is not an absolute path")
-        known(props, "ipv4_address", _check_ipv4)
+        known(props, "ipv4_address", lambda v: check_ipv4(v, "ipv4_address"))
         return props
 
     # -- create ---------------------------------------------------------------------------
@@ -244,6 +236,10 @@ class LibvirtContainerArgs:
     ipv4_address: pulumi.Input[str] | None = None
 
 
+OUTPUTS = ("container_id", "libvirt_uri", "ip_address", "prefix", "gateway", "mac_address",
+           "pid", "netns", "security_mode_used", "image_ref", "running")
+
+
 class LibvirtContainer(Resource, module="macvtap", name="LibvirtContainer"):
     """libvirtd + qemu in a docker container with /dev mounted; libvirt_uri reaches it."""
 
@@ -264,8 +260,5 @@ class LibvirtContainer(Resource, module="macvtap", name="LibvirtContainer"):
 
     def __init__(self, resource_name: str, args: LibvirtContainerArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {**vars(args)}
-        for out in ("container_id", "libvirt_uri", "ip_address", "prefix", "gateway",
-                    "mac_address", "pid", "netns", "security_mode_used", "image_ref", "running"):
-            props[out] = None
+        props, opts = resource_props(args, OUTPUTS, opts=opts)
         super().__init__(LibvirtContainerProvider(), resource_name, props, opts)

@@ -40,7 +40,13 @@ from macvtap_provider.builders.validation import (
     normalize_mac,
 )
 from macvtap_provider.errors import LibvirtError, NetlinkError, NotFoundError, SpecError
-from macvtap_provider.resources._base import LabProvider, default, is_unknown, known
+from macvtap_provider.resources._base import (
+    LabProvider,
+    default,
+    is_unknown,
+    known,
+    resource_props,
+)
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +354,10 @@ class MacvtapDomainArgs:
     image_digest: pulumi.Input[str] | None = None
 
 
+OUTPUTS = ("uuid", "guest_mac", "macvtap_device", "macvtap_mac", "mac_matches", "state",
+           "domain_type_used", "memory_mib_live")
+
+
 class MacvtapDomain(Resource, module="macvtap", name="MacvtapDomain"):
     """A libvirt domain whose NIC is a macvtap on the container's eth0 (bridge mode)."""
 
@@ -362,8 +372,5 @@ class MacvtapDomain(Resource, module="macvtap", name="MacvtapDomain"):
 
     def __init__(self, resource_name: str, args: MacvtapDomainArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        props = {**vars(args)}
-        for out in ("uuid", "guest_mac", "macvtap_device", "macvtap_mac", "mac_matches", "state",
-                    "domain_type_used", "memory_mib_live"):
-            props[out] = None
+        props, opts = resource_props(args, OUTPUTS, opts=opts)
         super().__init__(MacvtapDomainProvider(), resource_name, props, opts)
