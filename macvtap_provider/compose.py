@@ -139,7 +139,8 @@ def guest(s: LabSettings, host: LabHost, name: str, address: str,
         domain=domain.name, libvirt_uri=host.container.libvirt_uri,
         container=host.container.name, network=host.network.name, address=address,
         prefix=s.prefix, gateway=s.gateway, root_password=s.root_password,
-        method=s.network_method, nameservers=[s.gateway], docker_host=s.docker_host))
+        method=s.network_method, nameservers=[s.gateway], docker_host=s.docker_host,
+        domain_id=domain.id))
     return Guest(image, domain, net, address)
 
 

@@ -92,7 +92,8 @@ def guest_commands(spec: GuestNetworkSpec) -> list[str]:
 
 class GuestNetworkProvider(LabProvider):
     INPUTS = ("domain", "libvirt_uri", "container", "network", "address", "prefix", "gateway",
-              "method", "nameservers", "container_dev", "docker_host", "probe_image")
+              "method", "nameservers", "container_dev", "docker_host", "probe_image",
+              "domain_id")
     REPLACE_ON = frozenset(INPUTS)
     KIND = "GuestNetwork"
 
@@ -266,6 +267,8 @@ class GuestNetworkArgs:
     container_dev: pulumi.Input[str] = "eth0"
     docker_host: pulumi.Input[str] | None = None
     probe_image: pulumi.Input[str] | None = None
+    # The MacvtapDomain's Pulumi id: a domain made again (new id) gets its network again.
+    domain_id: pulumi.Input[str] | None = None
 
 
 class GuestNetwork(Resource, module="macvtap", name="GuestNetwork"):

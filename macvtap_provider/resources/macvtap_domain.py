@@ -218,6 +218,13 @@ class MacvtapDomainProvider(LabProvider):
             if netlink.link(ns, spec.source_dev) is None:
                 raise NotFoundError(f"domain {spec.name!r}: parent device {spec.source_dev!r} "
                                     f"does not exist in container {spec.container!r}")
+            for stale in netlink.links(ns):
+                # A macvtap with this guest's MAC can only be ours, left when the domain was
+                # removed out of band (libvirt never deletes an unmanaged link).
+                if stale.kind == "macvtap" and stale.mac == spec.mac:
+                    log.info("removing stale macvtap %s (MAC %s)", stale.name, stale.mac)
+                    netlink.delete_link(ns, stale.name)
+            last: Exception | None = None
             for attempt in range(8):
                 taken = tap.taps_in_dev(os.listdir("/dev")) | netlink.used_indexes(ns)
                 index = tap.pick_tap_index(f"{spec.container}/{spec.name}", taken, attempt)
@@ -227,12 +234,13 @@ class MacvtapDomainProvider(LabProvider):
                                                   index)
                 except NetlinkError as exc:
                     log.debug("macvtap index %d refused (%s); trying another", index, exc)
+                    last = exc
                     continue
                 log.info("macvtap %s (ifindex %d, /dev/tap%d) on %s, MAC %s", name, index, index,
                          spec.source_dev, info.mac)
                 return name
         raise NetlinkError(f"domain {spec.name!r}: no macvtap link could be created on "
-                           f"{spec.source_dev} in container {spec.container!r}")
+                           f"{spec.source_dev} in container {spec.container!r} ({last})")
 
     @staticmethod
     def _outs(props: dict[str, Any], spec: MacvtapDomainSpec, dom: libvirt.virDomain, pid: int,
