@@ -8,14 +8,14 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-__all__ = ["LabProvider", "default", "is_unknown", "known", "known_items", "resource_props",
-           "setup_provider_logging"]
-
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ReadResult, ResourceProvider
 
 from macvtap_provider.builders.diff import has_unknowns, is_unknown, plan_diff
 from macvtap_provider.errors import SpecError, UnsupportedError
+
+__all__ = ["LabProvider", "default", "is_unknown", "known", "known_items", "resource_props",
+           "setup_provider_logging"]
 
 log = logging.getLogger(__name__)
 
