@@ -23,13 +23,21 @@ T = TypeVar("T")
 _LOGGING_READY = False
 
 
+def _in_provider_plugin() -> bool:
+    """True in the process `python -m pulumi.dynamic` serves the providers from."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", "") == "pulumi.dynamic.__main__"
+
+
 def setup_provider_logging() -> None:
     """Send this library's log records to stderr, which `pulumi up` shows as progress.
 
     MACVTAP_LAB_LOG_LEVEL (default INFO) picks the level; DEBUG shows every system call.
     """
     global _LOGGING_READY
-    if _LOGGING_READY:
+    # Only inside the dynamic-provider plugin process: a program or a test that calls a
+    # provider in-process keeps its own logging configuration.
+    if _LOGGING_READY or not _in_provider_plugin():
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
@@ -133,3 +141,8 @@ class LabProvider(ResourceProvider):
             raise UnsupportedError(
                 f"`pulumi import` of a {self.KIND} is not supported: declare it in a stack "
                 "and run `pulumi up` (the provider recreates it from its inputs)")
+
+
+# Providers are unpickled in the plugin process for every operation (destroy calls no
+# `check`), so their logging is set up as soon as this module loads there.
+setup_provider_logging()
