@@ -13,7 +13,9 @@ cd "$dir"
 ensure_password() {
   # The lab's root password is a secret config value. On the first `up` one is generated
   # and stored encrypted in the stack config (passed on stdin: never in argv or logs).
-  if ! "$PULUMI" config --json 2>/dev/null | grep -q '"macvtap-lab:rootPassword"'; then
+  # (An unset key reads as a plain empty string; a set one is marked secret.)
+  if ! "$PULUMI" config --json 2>/dev/null | "$ROOT/.venv/bin/python" -c \
+      'import json, sys; v = json.load(sys.stdin).get("macvtap-lab:rootPassword", {}); sys.exit(0 if v.get("secret") else 1)'; then
     head -c 24 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 20 \
       | "$PULUMI" config set --secret rootPassword
     echo "generated a root password for the guest; read it with:" \
