@@ -181,7 +181,3 @@ def kvm_usable() -> bool:
         return forced == "1"
     return cached_probe().usable
 
-
-def tcg_probe(timeout: float = 60.0) -> tuple[bool, str]:
-    """Boot the same sector under TCG (proves the probe itself and qemu work)."""
-    return _boot_probe("tcg", timeout)

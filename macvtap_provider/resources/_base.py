@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TypeVar
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ReadResult, ResourceProvider
 
-from macvtap_provider.builders.diff import has_unknowns, is_unknown, plan_diff
+from macvtap_provider.builders.diff import is_unknown, plan_diff
 from macvtap_provider.errors import SpecError, UnsupportedError
 
 __all__ = ["LabProvider", "default", "is_unknown", "known", "known_items", "resource_props",
@@ -131,10 +131,6 @@ class LabProvider(ResourceProvider):
         """The answer of `read` for an object that no longer exists."""
         return ReadResult("", {})
 
-    @staticmethod
-    def require_known(props: Mapping[str, Any], *keys: str) -> None:
-        if has_unknowns({k: props.get(k) for k in keys}):
-            raise SpecError(keys[0], "is still unknown at apply time")
 
     def refuse_import(self, props: Mapping[str, Any]) -> None:
         if not any(k in props for k in self.INPUTS):

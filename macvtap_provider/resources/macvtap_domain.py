@@ -25,7 +25,7 @@ import libvirt
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 
-from macvtap_provider.adapters import docker_api, libvirt_api, netlink
+from macvtap_provider.adapters import docker_api, libvirt_api, netlink, qemu_img
 from macvtap_provider.adapters.kvm import kvm_usable
 from macvtap_provider.builders import domain_xml, tap
 from macvtap_provider.builders.validation import (
@@ -337,8 +337,6 @@ class MacvtapDomainProvider(LabProvider):
                     netlink.delete_link(ns, link_name)
         # qemu may take a moment to release the disk after destroy.
         deadline = time.monotonic() + 10
-        from macvtap_provider.adapters import qemu_img
-
         while Path(spec.disk_path).exists() and qemu_img.in_use(Path(spec.disk_path)) \
                 and time.monotonic() < deadline:
             time.sleep(0.2)
