@@ -30,6 +30,8 @@ if [ -n "$system_pulumi" ]; then
 fi
 
 if [ ! -x "$out/pulumi-language-python" ] || { [ -z "${cli:-}" ] && [ ! -x "$out/pulumi" ]; }; then
+  # The machine's Go may live outside a non-login PATH.
+  command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || export PATH="$PATH:/usr/local/go/bin"
   command -v go >/dev/null || { log "Go is required to build Pulumi (install Go >= 1.24)"; exit 1; }
   log "building Pulumi v$VERSION and the language host from Go modules into $out (first time: ~6 min on 2 cores)"
   start=$(date +%s)
