@@ -6,7 +6,7 @@ PULUMI := $(ROOT)/.tools/bin/pulumi
 STACK ?= lab
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-.PHONY: setup up down preview outputs test test-unit test-integration test-e2e lint doctor images bench clean-state
+.PHONY: setup up down preview outputs test test-unit test-integration test-e2e lint doctor images cycles
 
 setup:            ## install packages, start dockerd, build the venv, Pulumi and the images (idempotent)
 	bash scripts/setup.sh
@@ -46,3 +46,6 @@ doctor: setup
 
 images:
 	$(ROOT)/.venv/bin/macvtap-lab images build
+
+cycles: setup     ## 20 consecutive up/destroy cycles of the lab, counting leftovers
+	MACVTAP_LAB_CYCLES=$${CYCLES:-20} $(PY) -m pytest tests/reliability/test_isolation.py -k cycles -s $(PYTEST_ARGS)
