@@ -356,9 +356,11 @@ def _check_pulumi() -> CheckResult:
         return CheckResult("pulumi", Status.FAIL,
                            f"`{cli} version` exited {proc.returncode}: {proc.stderr.strip()}",
                            PULUMI_FIX)
-    # The engine looks for its plugins beside itself first, then on PATH.
-    side = Path(cli).parent
-    found = {n: _find_tool(n, side) for n in PULUMI_COMPANIONS}
+    # The engine looks for its plugins beside itself first, then on PATH. Our
+    # .tools/bin/pulumi is a wrapper; the engine binary is what pulumi-engine points to.
+    engine = tools_dir / "pulumi-engine"
+    side = engine.resolve().parent if engine.exists() else Path(cli).resolve().parent
+    found = {n: _find_tool(n, side) or _find_tool(n, tools_dir) for n in PULUMI_COMPANIONS}
     missing = [n for n, path in found.items() if path is None]
     version = proc.stdout.strip()
     if missing:
