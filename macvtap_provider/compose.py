@@ -35,6 +35,12 @@ def host_address(subnet: str, host: int) -> str:
     return str(net.network_address + host)
 
 
+def _int(config: pulumi.Config, key: str, default: int) -> int:
+    """An integer setting; an explicit 0 is kept (and refused by the resource's check)."""
+    value = config.get_int(key)
+    return default if value is None else value
+
+
 @dataclass
 class LabSettings:
     """Everything a lab needs, read from stack config with embedded defaults."""
@@ -73,8 +79,8 @@ class LabSettings:
             container_ip=config.get("containerIp") or host_address(subnet, 10),
             work_dir=config.get("workDir") or str(paths.work_root() / name),
             root_password=password,
-            memory_mib=config.get_int("memoryMib") or 512,
-            vcpus=config.get_int("vcpus") or 1,
+            memory_mib=_int(config, "memoryMib", 512),
+            vcpus=_int(config, "vcpus", 1),
             mode=config.get("macvtapMode") or "bridge",
             vhost=config.get("vhost") or "auto",
             domain_type=config.get("domainType") or "auto",

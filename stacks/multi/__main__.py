@@ -18,7 +18,8 @@ from macvtap_provider.compose import (
 
 config = pulumi.Config()
 settings = LabSettings.from_config(config, lab_name(pulumi.get_project(), pulumi.get_stack()))
-count = config.get_int("guests") or 2
+count = config.get_int("guests")
+count = 2 if count is None else count
 if not 1 <= count <= 8:
     raise ValueError(f"guests: {count} is out of range: use 1 to 8")
 host = lab_host(settings)

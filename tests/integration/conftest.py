@@ -13,7 +13,6 @@ Network safety: every lab network is a docker network created `internal` (no way
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ipaddress
 import os
 import secrets
@@ -38,6 +37,7 @@ from macvtap_provider.resources.customized_image import (
     CustomizedImageProvider,
     base_link_path,
     marker_path,
+    sha256_file,
 )
 from macvtap_provider.resources.guest_network import PROBE_LABEL, GuestNetworkProvider
 from macvtap_provider.resources.lab_network import LabNetworkProvider
@@ -74,12 +74,7 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
         time.sleep(interval_s)
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_of = sha256_file
 
 
 def file_identity(path: Path) -> tuple[str, int, int, int, int]:
