@@ -40,7 +40,9 @@ step_docker() {
   mkdir -p "$CACHE"
   log "starting dockerd (log: $CACHE/dockerd.log)"
   # No init system runs it for us here; detach it so it outlives this script.
-  setsid nohup dockerd >"$CACHE/dockerd.log" 2>&1 < /dev/null &
+  # --live-restore: containers (and the guests in them) keep running while dockerd is
+  # stopped or restarted, and refresh says "dockerd is unreachable" meanwhile.
+  setsid nohup dockerd --live-restore >"$CACHE/dockerd.log" 2>&1 < /dev/null &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && { log "dockerd is up"; return; }; sleep 1; done
   log "dockerd did not come up in 60 s; last log lines:"; tail -n 20 "$CACHE/dockerd.log" >&2; exit 1
 }

@@ -57,8 +57,8 @@ def libvirt_tag(digest: str) -> str:
 def ensure_libvirt_image(force: bool = False) -> str:
     """Build the libvirt container image when its tag is missing.
 
-    The image runs virtlogd and then `exec libvirtd` (unix sockets in /run/libvirt only, no
-    TCP), qemu as root without cgroups, dynamic ownership or a security driver, and no
+    The image runs virtlogd and libvirtd under a small watcher (`libvirtd-ctl
+    start|stop|status` inside; unix sockets in /run/libvirt only, no TCP), qemu as root without cgroups, dynamic ownership or a security driver, and no
     default network. Run it with docker's init (init=True) and a host directory on
     /run/libvirt.
 

@@ -38,6 +38,16 @@ class LabNetworkSpec:
             ip_range=props.get("ip_range"))
 
 
+def is_leftover(attrs: dict[str, Any], spec: LabNetworkSpec) -> bool:
+    """Whether an existing network is exactly the one `spec` would make, labelled by us."""
+    pools = (attrs.get("IPAM") or {}).get("Config") or []
+    return ((attrs.get("Labels") or {}).get(LABEL) == spec.name
+            and attrs.get("Internal", False) == spec.internal
+            and any(p.get("Subnet") == spec.subnet
+                    and (not spec.gateway or p.get("Gateway") == spec.gateway)
+                    and (not spec.ip_range or p.get("IPRange") == spec.ip_range) for p in pools))
+
+
 class LabNetworkProvider(LabProvider):
     INPUTS = ("name", "subnet", "gateway", "internal", "docker_host", "ip_range")
     REPLACE_ON = frozenset(INPUTS)
@@ -77,9 +87,19 @@ class LabNetworkProvider(LabProvider):
                                      iprange=spec.ip_range)
         with docker_api.docker_client(spec.docker_host) as client:
             with docker_api.translate_errors(f"creating network {spec.name!r}"):
-                if client.networks.list(names=[spec.name]):
-                    raise DockerError(f"network {spec.name!r} already exists: remove it "
-                                      f"(docker network rm {spec.name}) or pick another name")
+                existing = [n for n in client.networks.list(names=[spec.name])
+                            if n.name == spec.name]
+                if existing:
+                    net = existing[0]
+                    net.reload()
+                    if not is_leftover(net.attrs, spec):
+                        raise DockerError(
+                            f"network {spec.name!r} already exists and is not this stack's "
+                            f"(or differs from it): remove it (docker network rm {spec.name}) "
+                            "or pick another name")
+                    # An interrupted `up` made it and never recorded it: take it over.
+                    log.info("taking over network %s left by an interrupted run", spec.name)
+                    return CreateResult(str(net.id), self._outs(props, net.attrs))
                 net = client.networks.create(
                     spec.name, driver="bridge", internal=spec.internal,
                     ipam=docker.types.IPAMConfig(pool_configs=[pool]),

@@ -90,9 +90,15 @@ class LibvirtContainerProvider(LabProvider):
         image = spec.image or self._project_image()
         run_dir = socket_dir(spec.work_dir)
         with docker_api.docker_client(spec.docker_host) as client:
-            if docker_api.find_container(client, spec.name) is not None:
-                raise DockerError(f"container {spec.name!r} already exists and is not managed by "
-                                  f"this stack: remove it (docker rm -f {spec.name}) or rename")
+            existing = docker_api.find_container(client, spec.name)
+            if existing is not None:
+                if existing.labels.get(LABEL) != spec.name:
+                    raise DockerError(f"container {spec.name!r} already exists and was not made "
+                                      f"by macvtap-lab: remove it (docker rm -f {spec.name}) or "
+                                      "rename")
+                # Ours, but not in the state: an interrupted `up` made it. Start afresh.
+                log.info("removing container %s left by an interrupted run", spec.name)
+                docker_api.remove_container(client, spec.name)
             with docker_api.translate_errors(f"checking network {spec.network!r}"):
                 if not client.networks.list(names=[spec.network]):
                     raise SpecError("network", f"docker network {spec.network!r} does not exist: "

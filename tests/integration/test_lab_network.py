@@ -66,13 +66,24 @@ def test_delete_removes_it_and_delete_again_is_fine(lab: Lab) -> None:
     provider.delete(net.id, dict(net.outs))
 
 
-def test_a_name_taken_is_refused_and_the_existing_network_is_left_alone(lab: Lab) -> None:
-    net = lab.network()
+def test_a_leftover_of_an_interrupted_run_is_taken_over(lab: Lab) -> None:
+    net = lab.network()  # made, but (as after a killed `up`) never recorded in any state
 
-    with pytest.raises(DockerError, match="already exists"):
-        LabNetworkProvider().create(dict(net.inputs))
+    again = LabNetworkProvider().create(dict(net.inputs))
 
-    assert lab.client.networks.get(net.id).attrs["Internal"] is True
+    assert again.id == net.id
+    assert again.outs["network_id"] == net.id
+
+
+def test_a_name_taken_by_another_network_is_refused_and_left_alone(lab: Lab) -> None:
+    foreign = lab.client.networks.create(lab.net_name, driver="bridge", internal=True)
+    try:
+        with pytest.raises(DockerError, match="already exists and is not this stack's"):
+            LabNetworkProvider().create(
+                LabNetworkProvider().check({}, {"name": lab.net_name, "subnet": SUBNET}).inputs)
+        assert lab.client.networks.get(foreign.id).name == lab.net_name
+    finally:
+        foreign.remove()
 
 
 def test_check_refuses_a_gateway_outside_the_subnet_and_public_ranges() -> None:

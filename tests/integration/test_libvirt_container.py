@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import libvirt
 import pytest
 
 from macvtap_provider import paths
-from macvtap_provider.errors import SpecError
+from macvtap_provider.adapters import libvirt_api
+from macvtap_provider.errors import DockerError, LabTimeoutError, SpecError
 from macvtap_provider.images.libvirt_image import ensure_libvirt_image
 from macvtap_provider.resources.libvirt_container import LABEL, LibvirtContainerProvider
 from tests.integration.conftest import Lab, Made, exec_ok, lab_for, link_in, tcp_listen_ports
@@ -95,6 +97,70 @@ def test_libvirtd_listens_on_no_tcp_port(lab: Lab, container: Made) -> None:
 
     assert "libvirtd" in processes
     assert not listening & LIBVIRT_TCP_PORTS, listening
+
+
+def _answers(uri: str) -> bool:
+    try:
+        libvirt_api.wait_until_answering(uri, timeout_s=1.0)
+    except LabTimeoutError:
+        return False
+    return True
+
+
+def test_libvirtd_ctl_stops_and_starts_libvirtd_and_the_container_stays_up(
+        lab: Lab, container: Made) -> None:
+    c = lab.client.containers.get(container.id)
+    uri = container.outs["libvirt_uri"]
+
+    exec_ok(c, ["libvirtd-ctl", "stop"])
+    time.sleep(2.5)  # the entry point's watch would have restarted it by now
+    c.reload()
+    stopped = (c.status, _answers(uri), c.exec_run(["libvirtd-ctl", "status"]).exit_code)
+    exec_ok(c, ["libvirtd-ctl", "start"])
+
+    assert stopped == ("running", False, 3)
+    assert _answers(uri)
+
+
+def test_libvirtd_dying_on_its_own_is_started_again(lab: Lab, container: Made) -> None:
+    c = lab.client.containers.get(container.id)
+    before = exec_ok(c, ["cat", "/run/libvirtd.pid"]).strip()
+
+    exec_ok(c, ["kill", "-KILL", before])
+    deadline = time.monotonic() + 15
+    while not _answers(container.outs["libvirt_uri"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+    assert exec_ok(c, ["cat", "/run/libvirtd.pid"]).strip() != before
+    assert _answers(container.outs["libvirt_uri"])
+
+
+def test_a_leftover_container_of_an_interrupted_run_is_replaced(lab: Lab) -> None:
+    provider = LibvirtContainerProvider()
+    made = lab.container("left")  # made, but (as after a killed `up`) never recorded
+
+    again = provider.create(dict(made.inputs))
+    lab.made.append(Made("container", provider, again.id, dict(again.outs), dict(made.inputs)))
+
+    assert again.id != made.id
+    with pytest.raises(docker.errors.NotFound):
+        lab.client.containers.get(made.id)
+    assert _answers(again.outs["libvirt_uri"])
+
+
+def test_a_name_taken_by_a_foreign_container_is_refused_and_left_alone(lab: Lab) -> None:
+    name = lab.name("foreign")
+    foreign = lab.client.containers.create(ensure_libvirt_image(), ["600"],
+                                           entrypoint=["sleep"], name=name)
+    try:
+        props = {"name": name, "network": lab.net_name,
+                 "work_dir": str(paths.work_root() / name)}
+        provider = LibvirtContainerProvider()
+        with pytest.raises(DockerError, match="not made by macvtap-lab"):
+            provider.create(dict(provider.check({}, props).inputs))
+        assert lab.client.containers.get(name).id == foreign.id
+    finally:
+        foreign.remove(force=True)
 
 
 def test_read_reports_the_real_state(container: Made) -> None:

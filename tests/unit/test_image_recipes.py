@@ -181,14 +181,16 @@ def test_libvirtd_conf_listens_on_no_network_socket() -> None:
     assert settings["unix_sock_rw_perms"] == '"0700"'
 
 
-def test_dockerfile_uses_only_the_local_base_and_execs_libvirtd() -> None:
+def test_dockerfile_uses_only_the_local_base_and_supervises_libvirtd() -> None:
     files = libvirt_image.context_files()
     froms = [line for line in files["Dockerfile"].splitlines() if line.startswith("FROM")]
     assert froms == ["FROM ${BASE}"]
     assert "autostart/default.xml" in files["Dockerfile"]
     lines = [line.strip() for line in files["entrypoint.sh"].splitlines()]
-    assert lines.index("virtlogd --daemon") < lines.index("exec libvirtd")
-    assert "--listen" not in files["entrypoint.sh"]
+    assert lines.index("virtlogd --daemon") < lines.index("libvirtd-ctl start")
+    assert "libvirtd-ctl.sh /usr/local/sbin/libvirtd-ctl" in files["Dockerfile"]
+    for name in ("entrypoint.sh", "libvirtd-ctl.sh"):
+        assert "--listen" not in files[name]
 
 
 def test_guest_files_never_name_a_resolver() -> None:
