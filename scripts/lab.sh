@@ -22,9 +22,36 @@ ensure_password() {
          "$PULUMI config get rootPassword" >&2
   fi
 }
+recover_interrupted_run() {
+  # A killed `pulumi up` (SIGKILL, power loss) leaves its lock on the stack and records the
+  # creates it was waiting for as pending. When the process named in the lock is gone from
+  # this host: release the lock (`pulumi cancel`) and refresh, clearing those pending
+  # creates; whatever they had made is taken over or replaced by the next `up`.
+  local backend=${PULUMI_BACKEND_URL:-file://$ROOT/.state/pulumi}
+  case "$backend" in file://*) ;; *) return 0 ;; esac
+  local locks="${backend#file://}"; locks="${locks%%\?*}/.pulumi/locks"
+  [ -d "$locks" ] || return 0
+  if find "$locks" -path "*/$stack/*.json" -print0 | xargs -0r "$ROOT/.venv/bin/python" -c '
+import json, os, socket, sys
+for path in sys.argv[1:]:
+    lock = json.load(open(path))
+    if lock.get("hostname") != socket.gethostname():
+        continue
+    try:
+        os.kill(int(lock["pid"]), 0)
+    except ProcessLookupError:
+        sys.exit(0)  # stale: its process is gone
+sys.exit(1)'; then
+    echo "the stack $stack is locked by a run that no longer exists (killed?): releasing the" \
+         "lock and refreshing" >&2
+    "$PULUMI" cancel --yes --non-interactive
+    "$PULUMI" refresh --yes --non-interactive --skip-preview --clear-pending-creates
+  fi
+}
 case "$action" in
   up)
     ensure_password
+    recover_interrupted_run
     "$PULUMI" up --yes --non-interactive --skip-preview
     echo
     "$PULUMI" stack output

@@ -8,9 +8,11 @@ interpreter has no gRPC in it. Arguments travel over a pipe, never in argv.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -18,7 +20,22 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies, so a killed provider
+    leaves no child behind that goes on writing an image (libguestfs's own recovery
+    process then stops the appliance)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os._exit(70)
+
+
 def _child(func: Callable[..., T], level: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    die_with_parent()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("[%(name)s] %(message)s"))
     root = logging.getLogger("macvtap_provider")

@@ -25,6 +25,7 @@ import libvirt
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 
+from macvtap_provider import faults
 from macvtap_provider.adapters import docker_api, libvirt_api, netlink, qemu_img
 from macvtap_provider.adapters.kvm import kvm_usable
 from macvtap_provider.builders import domain_xml, tap
@@ -180,6 +181,7 @@ class MacvtapDomainProvider(LabProvider):
             link_name = self._make_link(spec, pid) if spec.interface_type == "ethernet" else None
             xml = build_xml(spec, link_name)
             dom = libvirt_api.define(conn, xml, spec.name)
+            faults.pause(faults.DOMAIN_DEFINED)
             try:
                 log.info("starting domain %s (%s, %d MiB, %s NIC)", spec.name,
                          spec.resolved_type(), spec.memory_mib, spec.interface_type)

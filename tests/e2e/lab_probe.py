@@ -7,6 +7,8 @@ from pathlib import Path
 
 import docker
 
+from macvtap_provider.adapters import netlink
+
 
 def ssh(network: str, image: str, address: str, password: str, command: str) -> tuple[int, str]:
     """Log in to the guest from a throw-away container on the lab network."""
@@ -53,3 +55,9 @@ def leftovers(lab: str, work_dir: Path) -> dict[str, object]:
 
 def dev_taps() -> set[str]:
     return {n for n in os.listdir("/dev") if n.startswith("tap")}
+
+
+def macvtap_links(pid: int) -> list[str]:
+    """The macvtap links in the netns of process `pid` (a libvirt container's)."""
+    with netlink.in_netns(pid) as ns:
+        return sorted(link.name for link in netlink.links(ns) if link.kind == "macvtap")

@@ -20,9 +20,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
-	pbempty "google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/grpc"
+	pbempty "google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/pulumi/pulumi/sdk/v3/go/common/util/rpcutil"
 	"github.com/pulumi/pulumi/sdk/v3/go/common/version"
@@ -67,10 +68,21 @@ func main() {
 	}
 	// The engine reads the port from our first line of stdout.
 	fmt.Printf("%d\n", handle.Port)
+	go exitWithEngine(os.Getppid())
 	if err := <-handle.Done; err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// exitWithEngine ends this process once the engine that started it is gone (killed
+// with SIGKILL, say): the engine normally stops its plugins, a dead one cannot.
+func exitWithEngine(engine int) {
+	for os.Getppid() == engine {
+		time.Sleep(time.Second)
+	}
+	fmt.Fprintf(os.Stderr, "the Pulumi engine (pid %d) is gone: the language host exits\n", engine)
+	os.Exit(70)
 }
 
 // findExecutor locates the program executor: on PATH first (the project puts

@@ -1,0 +1,87 @@
+"""The engine's dynamic-provider plugin process (`python -m macvtap_provider.plugin`).
+
+It is the Python SDK's own server (`python -m pulumi.dynamic`) with two additions:
+
+* `pulumi import` is refused with a message that says why and what to do. The SDK
+  finds a dynamic resource's code in its state (`__provider`); an import brings no
+  state, and the SDK would fail with `KeyError: '__provider'`.
+* The process ends when the engine that started it is gone (killed with SIGKILL, say),
+  instead of serving nobody forever. The children it spawned for libguestfs die with it
+  (`adapters.isolate` sets their parent-death signal), so an interrupted run leaves no
+  process behind that could still write into the lab.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import runpy
+import threading
+import time
+from typing import Any
+
+import grpc
+
+PROVIDER_KEY = "__provider"
+IMPORT_REFUSED = (
+    "`pulumi import` is not supported for dynamic resources (macvtap-lab's LabNetwork, "
+    "LibvirtContainer, CustomizedImage, MacvtapDomain, GuestNetwork, ...): their provider "
+    "code lives in the state that `pulumi up` writes, and an import has none. Declare the "
+    "resource in a stack and run `pulumi up`; it is created from its inputs (objects left by "
+    "an interrupted run are replaced)."
+)
+ENGINE_POLL_S = 1.0
+
+log = logging.getLogger(__name__)
+
+
+def is_import(request: Any) -> bool:
+    """A Read without the serialized provider in its properties or inputs: an import."""
+    for struct in (request.properties, request.inputs):
+        if struct is not None and PROVIDER_KEY in struct.fields:
+            return False
+    return True
+
+
+def guard_reads(servicer: Any) -> None:
+    """Wrap the servicer's Read so an import gets a clear refusal."""
+    read = servicer.Read
+
+    def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+        if is_import(request):
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, IMPORT_REFUSED)
+        return read(request, context)
+
+    servicer.Read = guarded
+
+
+def exit_with_engine(engine_pid: int, poll_s: float = ENGINE_POLL_S) -> threading.Thread:
+    """A daemon thread that ends this process once its parent (the engine) is gone."""
+
+    def watch() -> None:
+        while os.getppid() == engine_pid:
+            time.sleep(poll_s)
+        log.warning("the Pulumi engine (pid %d) is gone: the provider process exits", engine_pid)
+        os._exit(70)
+
+    thread = threading.Thread(target=watch, name="engine-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def main() -> None:
+    from pulumi.runtime.proto import provider_pb2_grpc
+
+    register = provider_pb2_grpc.add_ResourceProviderServicer_to_server
+
+    def register_guarded(servicer: Any, server: Any) -> None:
+        guard_reads(servicer)
+        register(servicer, server)
+
+    provider_pb2_grpc.add_ResourceProviderServicer_to_server = register_guarded
+    exit_with_engine(os.getppid())
+    runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
