@@ -34,7 +34,9 @@ STATE_NAMES = {
 
 
 @contextlib.contextmanager
-def translate_errors(what: str, uri: str = "") -> Iterator[None]:
+def translate_errors(what: str, uri: str = "", hint: str = "") -> Iterator[None]:
+    """Map libvirt errors to the lab's error tree; `hint` says what to do when libvirtd
+    does not answer (default: check the container)."""
     try:
         yield
     except libvirt.libvirtError as exc:
@@ -44,14 +46,15 @@ def translate_errors(what: str, uri: str = "") -> Iterator[None]:
         if code in _UNREACHABLE:
             raise DaemonUnreachableError(
                 f"{what}: libvirtd at {uri or 'the given URI'} does not answer "
-                f"({exc.get_error_message()}); is the libvirt container running?") from exc
+                f"({exc.get_error_message()}); {hint or 'is the libvirt container running?'}"
+            ) from exc
         raise LibvirtError(f"{what}: {exc.get_error_message()}") from exc
 
 
 @contextlib.contextmanager
-def connection(uri: str) -> Iterator[libvirt.virConnect]:
+def connection(uri: str, hint: str = "") -> Iterator[libvirt.virConnect]:
     """An open connection to `uri`, closed afterwards."""
-    with translate_errors(f"connecting to libvirt at {uri}", uri):
+    with translate_errors(f"connecting to libvirt at {uri}", uri, hint):
         conn = libvirt.open(uri)
     try:
         yield conn

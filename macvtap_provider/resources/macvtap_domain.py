@@ -119,6 +119,13 @@ def container_state(docker_host: str | None, name: str) -> tuple[str, int | None
         return "running", int(container.attrs["State"]["Pid"])
 
 
+def libvirtd_hint(container: str) -> str:
+    """What to do when libvirtd in a running container does not answer."""
+    return (f"libvirtd in container {container!r} is stopped or still starting: start it "
+            f"with `docker exec {container} libvirtd-ctl start` (its guests keep running "
+            "meanwhile), then run the command again")
+
+
 def container_pid(docker_host: str | None, name: str) -> int | None:
     """The PID of a running container (for its netns); None when it is gone or stopped."""
     return container_state(docker_host, name)[1]
@@ -176,7 +183,7 @@ class MacvtapDomainProvider(LabProvider):
         if pid is None:
             raise NotFoundError(f"domain {spec.name!r}: container {spec.container!r} is not "
                                 "running; create the LibvirtContainer first")
-        with libvirt_api.connection(spec.libvirt_uri) as conn:
+        with libvirt_api.connection(spec.libvirt_uri, libvirtd_hint(spec.container)) as conn:
             self._clear_leftover(conn, spec, pid)
             link_name = self._make_link(spec, pid) if spec.interface_type == "ethernet" else None
             xml = build_xml(spec, link_name)
@@ -275,7 +282,7 @@ class MacvtapDomainProvider(LabProvider):
             # The domain lived in that container: it is gone with it.
             yield None, None
             return
-        with libvirt_api.connection(spec.libvirt_uri) as conn:
+        with libvirt_api.connection(spec.libvirt_uri, libvirtd_hint(spec.container)) as conn:
             yield libvirt_api.find_domain(conn, spec.name), pid
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:

@@ -1,0 +1,125 @@
+"""A daemon the lab needs is unreachable: `pulumi refresh` fails with a clear error and the
+state keeps every resource (nothing silently dropped); once the daemon is back, refresh
+finds no change and the lab works.
+
+dockerd is stopped for real (SIGTERM) and started again with its own command line; it
+must run with --live-restore (scripts/setup.sh starts it so) or stopping it would stop
+every container on the host. libvirtd is stopped inside the lab's container with
+`libvirtd-ctl stop`; the guest keeps running meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from macvtap_provider import paths
+from macvtap_provider.compose import lab_name
+from tests.conftest import ROOT, absent
+from tests.e2e.conftest import Cli, make_cli
+from tests.reliability.test_out_of_band import works
+
+pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker,
+              pytest.mark.libvirt, pytest.mark.guestfs, pytest.mark.netns]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cli, str]]:
+    stack = f"d{secrets.token_hex(3)}"
+    cli = make_cli(tmp_path_factory.mktemp("daemons"), ROOT, stack)
+    password = secrets.token_urlsafe(12)
+    try:
+        cli.set_secret("rootPassword", password)
+        cli.run("config", "set", "subnet", f"10.213.{110 + secrets.randbelow(30)}.0/24")
+        cli.run("up", "--yes", "--skip-preview")
+        yield cli, password
+    finally:
+        cli.run("destroy", "--yes", "--skip-preview")
+        cli.run("stack", "rm", "--yes", "--force")
+        assert not (paths.work_root() / lab_name("macvtap-lab", stack)).exists()
+
+
+def state_resources(cli: Cli) -> dict[str, tuple[str, str]]:
+    """urn -> (id, outputs as JSON) of every resource in the state."""
+    state = json.loads(cli.run("stack", "export").stdout)
+    return {r["urn"]: (r.get("id", ""), json.dumps(r.get("outputs", {}), sort_keys=True))
+            for r in state["deployment"].get("resources") or []}
+
+
+def refresh_fails_and_keeps_state(cli: Cli, expected: str) -> str:
+    before = state_resources(cli)
+    proc = cli.run("refresh", "--yes", "--skip-preview", check=False, timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text[-4000:]
+    assert expected in text, text[-4000:]
+    after = state_resources(cli)
+    assert set(after) == set(before), "refresh dropped resources from the state"
+    assert {u: i for u, (i, _) in after.items()} == {u: i for u, (i, _) in before.items()}
+    return text
+
+
+def dockerd() -> tuple[int, list[str]]:
+    """pid and argv of the running dockerd."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and os.path.basename(argv[0].decode()) == "dockerd":
+                return int(entry.name), [a.decode() for a in argv if a]
+    raise AssertionError("no dockerd process found")
+
+
+def docker_answers() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+
+def test_dockerd_stopped_refresh_fails_clearly_and_keeps_the_state(lab: tuple[Cli, str]) -> None:
+    cli, password = lab
+    if not docker.from_env().info().get("LiveRestoreEnabled"):
+        absent("dockerd runs without --live-restore: stopping it would stop every container "
+               "(scripts/setup.sh starts dockerd with --live-restore)")
+    pid, argv = dockerd()
+    log = paths.cache_dir() / "dockerd.log"
+    os.kill(pid, signal.SIGTERM)
+    try:
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not docker_answers()
+        text = refresh_fails_and_keeps_state(cli, "dockerd is unreachable")
+        assert "start it" in text
+    finally:
+        if not docker_answers():
+            with log.open("ab") as out:
+                subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+            deadline = time.monotonic() + 60
+            while not docker_answers() and time.monotonic() < deadline:
+                time.sleep(0.5)
+    assert docker_answers(), f"dockerd did not come back; see {log}"
+    cli.run("refresh", "--yes", "--skip-preview", "--expect-no-changes")
+    works(cli, password)
+
+
+def test_libvirtd_stopped_refresh_fails_clearly_and_keeps_the_state(lab: tuple[Cli, str]) -> None:
+    cli, password = lab
+    container = docker.from_env().containers.get(str(cli.outputs()["container_name"]))
+    assert container.exec_run(["libvirtd-ctl", "stop"]).exit_code == 0
+    try:
+        text = refresh_fails_and_keeps_state(cli, "does not answer")
+        assert f"docker exec {container.name} libvirtd-ctl start" in text
+    finally:
+        assert container.exec_run(["libvirtd-ctl", "start"]).exit_code == 0
+    cli.run("refresh", "--yes", "--skip-preview", "--expect-no-changes")
+    works(cli, password)
