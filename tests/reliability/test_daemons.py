@@ -6,6 +6,9 @@ dockerd is stopped for real (SIGTERM) and started again with its own command lin
 must run with --live-restore (scripts/setup.sh starts it so) or stopping it would stop
 every container on the host. libvirtd is stopped inside the lab's container with
 `libvirtd-ctl stop`; the guest keeps running meanwhile.
+
+The same lab also shows least privilege in the guest: sshd runs exactly the configured
+settings, nothing more.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import docker
 import pytest
 
 from macvtap_provider import paths
+from macvtap_provider.builders import guest_config
 from macvtap_provider.compose import lab_name
 from tests.conftest import ROOT, absent
+from tests.e2e import lab_probe
 from tests.e2e.conftest import Cli, make_cli
 from tests.reliability.test_out_of_band import works
 
@@ -123,3 +128,29 @@ def test_libvirtd_stopped_refresh_fails_clearly_and_keeps_the_state(lab: tuple[C
         assert container.exec_run(["libvirtd-ctl", "start"]).exit_code == 0
     cli.run("refresh", "--yes", "--skip-preview", "--expect-no-changes")
     works(cli, password)
+
+
+def test_the_guest_sshd_runs_exactly_the_configured_settings(lab: tuple[Cli, str]) -> None:
+    """Least privilege in the guest: sshd's effective settings differ from the image's stock
+    ones only in the keys the lab configures, and have the configured values."""
+    cli, password = lab
+    out = cli.outputs()
+    image = docker.from_env().containers.get(str(out["container_name"])).attrs["Config"]["Image"]
+    stock = (f"sed '/^{guest_config.BEGIN_MARK}$/,/^{guest_config.END_MARK}$/d' "
+             "/etc/ssh/sshd_config > /tmp/stock_sshd_config && "
+             "sshd -T -f /tmp/stock_sshd_config | sort > /tmp/stock && sshd -T | sort > /tmp/now"
+             " && diff /tmp/stock /tmp/now; true")
+    rc, text = lab_probe.ssh(str(out["network_name"]), image, str(out["guest_ip"]), password,
+                             stock)
+    assert rc == 0, text
+    changed = {line[2:].split(" ", 1)[0] for line in text.splitlines() if line.startswith("> ")}
+    now = {line[2:].split(" ", 1)[0]: line[2:].split(" ", 1)[1]
+           for line in text.splitlines() if line.startswith("> ")}
+    configured = {k.lower(): v for k, v in guest_config.DEFAULT_SSHD_SETTINGS.items()}
+    assert "permitrootlogin" in changed, text  # Debian's stock value is without-password
+    assert changed <= set(configured), f"sshd settings changed beyond the configured: {text}"
+    assert all(now[k] == configured[k] for k in changed), text
+    rc, effective = lab_probe.ssh(str(out["network_name"]), image, str(out["guest_ip"]),
+                                  password, "sshd -T")
+    settings = dict(line.split(" ", 1) for line in effective.splitlines() if " " in line)
+    assert {k: settings.get(k) for k in configured} == configured
