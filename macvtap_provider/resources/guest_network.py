@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -57,7 +57,7 @@ class GuestNetworkSpec:
     address: str
     prefix: int
     gateway: str
-    root_password: str | None = None
+    root_password: str | None = field(default=None, repr=False)
     method: str = "console"
     nameservers: tuple[str, ...] = ()
     container_dev: str = "eth0"

@@ -86,3 +86,19 @@ def test_password_never_in_plaintext(tmp_path: Path) -> None:
         cli.run("destroy", "--yes", "--skip-preview")
         cli.run("stack", "rm", "--yes", "--force")
     assert not (paths.work_root() / lab).exists()
+
+
+def test_a_refused_password_is_not_echoed_in_the_error(tmp_path: Path) -> None:
+    """Exception texts: a password refused by `check` is named, never quoted."""
+    stack = f"s{secrets.token_hex(3)}"
+    first, second = "Pw-" + secrets.token_hex(8), "Line2-" + secrets.token_hex(8)
+    cli = make_cli(tmp_path, ROOT, stack)
+    try:
+        cli.set_secret("rootPassword", f"{first}\n{second}")
+        proc = cli.run("preview", check=False)
+    finally:
+        cli.run("stack", "rm", "--yes", "--force")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "root_password" in text and "newlines or NUL" in text, text[-3000:]
+    assert first not in text and second not in text

@@ -115,3 +115,21 @@ def test_new_salt() -> None:
     salts = {new_salt() for _ in range(20)}
     assert len(salts) == 20
     assert all(len(s) == 32 and int(s, 16) >= 0 for s in salts)
+
+
+# -- specs never show the password -----------------------------------------------------------
+def test_specs_holding_the_password_keep_it_out_of_repr() -> None:
+    from macvtap_provider.resources.customized_image import CustomizedImageSpec
+    from macvtap_provider.resources.guest_network import GuestNetworkSpec
+
+    secret = "Pw-not-in-any-repr-42"
+    image = CustomizedImageSpec.from_props({"output_path": "/tmp/x.qcow2",
+                                            "base_image": "/tmp/base.qcow2",
+                                            "root_password": secret})
+    net = GuestNetworkSpec(domain="d", libvirt_uri="u", container="c", network="n",
+                           address="10.213.0.10", prefix=24, gateway="10.213.0.1",
+                           root_password=secret)
+
+    for spec in (image, net):
+        assert spec.root_password == secret
+        assert secret not in repr(spec) and secret not in str(spec)
