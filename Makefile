@@ -6,7 +6,7 @@ PULUMI := $(ROOT)/.tools/bin/pulumi
 STACK ?= lab
 export PATH := $(ROOT)/.tools/bin:$(PATH)
 
-.PHONY: setup up down preview outputs test test-unit test-integration test-e2e lint doctor images cycles
+.PHONY: setup up down preview outputs test test-unit test-integration test-e2e lint doctor images cycles bench
 
 setup:            ## install packages, start dockerd, build the venv, Pulumi and the images (idempotent)
 	bash scripts/setup.sh
@@ -24,7 +24,7 @@ outputs:
 	bash scripts/lab.sh outputs $(STACK)
 
 test: setup       ## lint, unit, integration and end-to-end tests against the real components
-	$(PY) -m ruff check macvtap_provider tests stacks examples scripts
+	$(PY) -m ruff check macvtap_provider tests stacks examples scripts bench
 	$(PY) -m mypy
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
@@ -38,7 +38,7 @@ test-e2e: setup
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint:
-	$(PY) -m ruff check macvtap_provider tests stacks examples scripts
+	$(PY) -m ruff check macvtap_provider tests stacks examples scripts bench
 	$(PY) -m mypy
 
 doctor: setup
@@ -49,3 +49,6 @@ images:
 
 cycles: setup     ## 20 consecutive up/destroy cycles of the lab, counting leftovers
 	MACVTAP_LAB_CYCLES=$${CYCLES:-20} $(PY) -m pytest tests/reliability/test_isolation.py -k cycles -s $(PYTEST_ARGS)
+
+bench: setup      ## benchmark: lab up vs manual, no-op, size, scale, RSS (BENCH_ONLY=noop,size for a subset)
+	$(PY) -m bench $(BENCH_ARGS)

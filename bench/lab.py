@@ -1,0 +1,123 @@
+"""A lab through `pulumi up` (stacks/lab or stacks/multi), timed phase by phase to ssh ready.
+
+Phases come from the engine's event log as it is written: container ready = the
+LibvirtContainer's outputs, image customized = the (last) CustomizedImage's outputs,
+domain started = the MacvtapDomain's outputs, network moved = the GuestNetwork's outputs.
+The login prompt is seen by a passive observer on the guest's serial console (the stack's
+default network method, `offline`, never logs in there). ssh ready = the first successful
+ssh from a probe container after `pulumi up` returned.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, CachedImages, say, token, work_dir
+from bench.probe import ConsoleWatcher, wait_for_ssh
+from bench.pulumi_cli import EngineEvent, Pulumi, Traced
+from bench.timeline import Timeline
+from macvtap_provider.compose import lab_name
+from macvtap_provider.resources.libvirt_container import libvirt_uri
+
+#: Resource type -> the phase its outputs mark (with several guests: the last one).
+OUTPUT_PHASES = {"LibvirtContainer": "container_ready", "CustomizedImage": "image_customized",
+                 "MacvtapDomain": "domain_started", "GuestNetwork": "network_moved"}
+PROJECTS = {"lab": (ROOT, "macvtap-lab"), "multi": (ROOT / "stacks" / "multi", "macvtap-lab-multi")}
+
+
+@dataclass
+class PulumiLab:
+    """One bench stack of stacks/lab or stacks/multi on its own file backend."""
+
+    cli: Pulumi
+    name: str
+    subnet: str
+    password: str
+    guests: int
+    traced: Traced | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, tmp: Path, project: str, subnet: str, *, prefix: str = "bench",
+               guests: int = 1, memory_mib: int | None = None) -> PulumiLab:
+        project_dir, project_name = PROJECTS[project]
+        stack = f"{prefix}{token()}"
+        cli = Pulumi.new(tmp / stack, project_dir, stack)
+        password = token() + token() + "Bench"
+        cli.config("rootPassword", password, secret=True)
+        cli.config("subnet", subnet)
+        if memory_mib:
+            cli.config("memoryMib", str(memory_mib))
+        if project == "multi":
+            cli.config("guests", str(guests))
+        return cls(cli, lab_name(project_name, stack), subnet, password, guests)
+
+    @property
+    def uri(self) -> str:
+        return libvirt_uri(str(work_dir(self.name)))
+
+    def guest_domain(self) -> str:
+        return f"{self.name}-guest" if self.guests == 1 else f"{self.name}-g0"
+
+    def up_to_ssh(self, images: CachedImages, label: str = "pulumi", *,
+                  watch_console: bool = True, sample_rss: bool = True) -> Timeline:
+        """`pulumi up`, then ssh to every guest; returns the phase timeline."""
+        marks: list[tuple[str, float, bool]] = []  # (phase, monotonic time, keep latest)
+        watcher: ConsoleWatcher | None = None
+
+        def on_event(ev: EngineEvent) -> None:
+            nonlocal watcher
+            if ev.kind == "outputs" and ev.type in OUTPUT_PHASES:
+                marks.append((OUTPUT_PHASES[ev.type], ev.at, True))
+                if ev.type == "MacvtapDomain" and watch_console and watcher is None:
+                    watcher = ConsoleWatcher(self.uri, self.guest_domain())
+                    watcher.start()
+            elif ev.kind == "pre" and ev.type == "GuestNetwork":
+                marks.append(("handover_started", ev.at, False))
+            elif ev.kind == "diag" and "the guest owns it now" in ev.message:
+                marks.append(("handover_done", ev.at, False))
+            elif ev.kind == "diag" and "answers ping and TCP 22" in ev.message:
+                marks.append(("provider_probe_ok", ev.at, True))
+
+        say(f"pulumi up {self.cli.stack} ({self.guests} guest(s), {self.subnet})")
+        try:
+            self.traced = self.cli.up_traced(self._event_log(), on_event, sample_rss=sample_rss)
+        except BaseException:
+            if watcher is not None:
+                watcher.stop()
+            raise
+        timeline = Timeline(label, start=self.traced.started)
+        for phase, at, last in marks:
+            timeline.mark(phase, at, last=last)
+        timeline.mark("engine_done", self.traced.ended)
+        self.outputs = self.cli.outputs()
+        network = str(self.outputs["network_name"])
+        ips = [str(ip) for ip in self.outputs.get("guest_ips") or [self.outputs["guest_ip"]]]
+        with concurrent.futures.ThreadPoolExecutor(len(ips)) as pool:
+            done = list(pool.map(lambda ip: wait_for_ssh(network, images.libvirt, ip,
+                                                         self.password), ips))
+        timeline.mark("ssh_ready", max(done))
+        if watcher is not None:
+            watcher.join(timeout=5)
+            watcher.stop()
+            if watcher.seen_at is not None:
+                timeline.mark("login_prompt", watcher.seen_at)
+            else:
+                timeline.notes["login_prompt"] = f"not seen ({watcher.error or 'no prompt'})"
+        say(f"{self.cli.stack}: ssh ready after {timeline.total:.1f}s")
+        return timeline
+
+    def _event_log(self) -> Path:
+        return Path(self.cli.env["PULUMI_HOME"]).parent / "events.jsonl"
+
+    def destroy(self) -> None:
+        say(f"pulumi destroy {self.cli.stack}")
+        try:
+            self.cli.destroy()
+        finally:
+            with contextlib.suppress(Exception):
+                self.cli.remove()

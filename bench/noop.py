@@ -1,0 +1,57 @@
+"""No-op cost: `pulumi preview` and `pulumi up` on the brought-up lab with nothing changed,
+against the same engine on an empty stack (a Python program with no resources, same venv,
+same kind of backend). Repetitions interleaved, medians compared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, median, say
+from bench.pulumi_cli import Pulumi
+
+EMPTY_PROJECT = f"""\
+name: bench-empty
+description: An empty stack, the no-op baseline of the benchmark.
+runtime:
+  name: python
+  options:
+    virtualenv: {ROOT / ".venv"}
+"""
+EMPTY_PROGRAM = '"""No resources: the baseline cost of the engine and the Python runtime."""\n' \
+                "import pulumi  # noqa: F401\n"
+
+PREVIEW = ("preview", "--expect-no-changes")
+UP = ("up", "--yes", "--skip-preview", "--expect-no-changes")
+
+
+def empty_stack(tmp: Path) -> Pulumi:
+    project = tmp / "empty-project"
+    project.mkdir(parents=True, exist_ok=True)
+    (project / "Pulumi.yaml").write_text(EMPTY_PROJECT)
+    (project / "__main__.py").write_text(EMPTY_PROGRAM)
+    cli = Pulumi.new(tmp / "empty-backend", project, "bench-empty")
+    cli.run(*UP[:3])  # the stack resource exists, as in the lab's stack
+    return cli
+
+
+def measure(lab: Pulumi, tmp: Path, reps: int) -> dict[str, Any]:
+    empty = empty_stack(tmp)
+    times: dict[str, list[float]] = {"lab_preview": [], "empty_preview": [], "lab_up": [],
+                                     "empty_up": []}
+    for rep in range(reps):
+        # Alternate which side goes first, so drift in machine load hits both.
+        pairs = [(lab, "lab"), (empty, "empty")]
+        if rep % 2:
+            pairs.reverse()
+        for cmd, name in ((PREVIEW, "preview"), (UP, "up")):
+            for cli, side in pairs:
+                times[f"{side}_{name}"].append(round(cli.timed(*cmd), 3))
+    result: dict[str, Any] = {"reps": reps, "seconds": times}
+    for name in ("preview", "up"):
+        lab_s, empty_s = median(times[f"lab_{name}"]), median(times[f"empty_{name}"])
+        result[name] = {"lab_s": round(lab_s, 3), "empty_s": round(empty_s, 3),
+                        "ratio": round(lab_s / empty_s, 2)}
+        say(f"no-op {name}: lab {lab_s:.2f}s vs empty {empty_s:.2f}s")
+    empty.remove()
+    return result

@@ -1,0 +1,201 @@
+"""Run the benchmark's figures side by side on this machine, print the table, record JSON.
+
+Figures (all by default; a subset with `--only lab,noop` or BENCH_ONLY=lab,noop):
+
+  lab    1. `pulumi up` of stacks/lab vs the manual script (bench/manual.py), both to ssh
+            ready, with their phase timelines, and vs the critical-path floor
+  noop   2. no-op `pulumi preview` / `pulumi up` on the lab vs an empty stack
+  size   3. customising a 10 GiB base vs a 1 GiB base
+  scale  4. 4 guests in one stack vs 4 single-guest labs one after another
+  rss    5. peak RSS of the provider processes during the lab's `pulumi up`
+
+lab, noop and rss share one `pulumi up` of the lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import manual, noop, scale, size
+from bench.common import (
+    BenchError,
+    CachedImages,
+    cached_images,
+    free_subnet,
+    git_commit,
+    host_facts,
+    ratio,
+    say,
+)
+from bench.lab import PulumiLab
+from bench.report import Row, table, write
+from bench.timeline import Timeline, render
+
+FIGURES = ("lab", "noop", "size", "scale", "rss")
+TARGETS = {"lab_vs_manual": 0.85, "lab_vs_floor": 1.15, "noop": 1.5, "size": 1.1, "scale": 0.5}
+
+
+def critical_path_floor(t: Timeline) -> dict[str, Any]:
+    """max(container ready, image customized) + guest boot to sshd + network move.
+
+    Boot to sshd runs from the domain's start to the first sign that the guest's boot
+    reached sshd: its serial login prompt (getty and sshd start together at the end of
+    boot) or the provider's first successful TCP 22 probe, whichever came first. The
+    network move is the handover step itself (GuestNetwork starting -> the address
+    removed from the container; with the default `offline` method the guest's eth0 is
+    configured during its boot).
+    """
+    c, i, d = t.get("container_ready"), t.get("image_customized"), t.get("domain_started")
+    signs = {name: t.get(phase) for name, phase in (("login prompt", "login_prompt"),
+                                                    ("provider TCP 22 probe", "provider_probe_ok"),
+                                                    ("network moved", "network_moved"))}
+    seen = {name: at for name, at in signs.items() if at is not None}
+    if c is None or i is None or d is None or not seen:
+        return {"floor_s": None, "why": "phases missing"}
+    source = min(seen, key=lambda name: seen[name])
+    sshd = seen[source]
+    started, done = t.get("handover_started"), t.get("handover_done")
+    move = max(0.0, done - started) if started is not None and done is not None else 0.0
+    floor = max(c, i) + (sshd - d) + move
+    return {"floor_s": round(floor, 2), "ready_s": max(c, i), "boot_to_sshd_s": round(sshd - d, 2),
+            "boot_measured_to": source, "network_move_s": round(move, 2)}
+
+
+def lab_figures(selected: set[str], images: CachedImages, tmp: Path, record: dict[str, Any],
+                rows: list[Row], noop_reps: int) -> None:
+    pulumi_tl: Timeline | None = None
+    lab = PulumiLab.create(tmp, "lab", free_subnet())
+    try:
+        pulumi_tl = lab.up_to_ssh(images, "pulumi")
+        assert lab.traced is not None
+        rss = lab.traced.rss
+        record["rss"] = rss
+        if "noop" in selected:
+            say("no-op preview/up vs an empty stack")
+            record["noop"] = noop.measure(lab.cli, tmp, noop_reps)
+    finally:
+        lab.destroy()
+    if "lab" in selected:
+        manual_tl = manual.run_manual(images, free_subnet())
+        floor = critical_path_floor(pulumi_tl)
+        total, manual_total = pulumi_tl.total, manual_tl.total
+        record["lab"] = {"pulumi": pulumi_tl.as_dict(), "manual": manual_tl.as_dict(),
+                         "floor": floor, "ratio_vs_manual": ratio(total, manual_total),
+                         "ratio_vs_floor": ratio(total, floor["floor_s"]),
+                         "pulumi_network_method": "offline (stack default)",
+                         "manual_disk": "copy (cp, as the seed)", "manual_nic": "ethernet"}
+        print("\nFigure 1: phase timeline, seconds from the start of each path\n"
+              + render([pulumi_tl, manual_tl]), flush=True)
+        print(f"  critical-path floor (pulumi run): max(container, image) {floor.get('ready_s')}"
+              f" + boot to sshd {floor.get('boot_to_sshd_s')} (to the "
+              f"{floor.get('boot_measured_to')}) + network move {floor.get('network_move_s')}"
+              f" = {floor['floor_s']} s", flush=True)
+        rows.append(Row("1", "lab up: pulumi vs manual script",
+                        f"{total:.1f} s / {manual_total:.1f} s",
+                        ratio(total, manual_total), TARGETS["lab_vs_manual"]))
+        rows.append(Row("1", "lab up: pulumi vs critical-path floor",
+                        f"{total:.1f} s / {floor['floor_s']} s",
+                        ratio(total, floor["floor_s"]), TARGETS["lab_vs_floor"]))
+    if "noop" in selected:
+        for name in ("preview", "up"):
+            fig = record["noop"][name]
+            rows.append(Row("2", f"no-op {name}: lab vs empty stack",
+                            f"{fig['lab_s']:.2f} s / {fig['empty_s']:.2f} s", fig["ratio"],
+                            TARGETS["noop"]))
+    if "rss" in selected:
+        rss = record["rss"]
+        largest = rss.get("largest_process") or {}
+        rows.append(Row("5", "provider peak RSS during up (sum)",
+                        f"{rss['peak_sum_mib']:.0f} MiB", None, None,
+                        f"largest process: {largest.get('name')} {largest.get('mib')} MiB; "
+                        f"per kind: {rss.get('per_kind_peak_mib')}"))
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
+                    help="comma-separated subset of " + ",".join(FIGURES) + " (env BENCH_ONLY)")
+    ap.add_argument("--noop-reps", type=int, default=int(os.environ.get("BENCH_NOOP_REPS", 5)))
+    ap.add_argument("--size-reps", type=int, default=int(os.environ.get("BENCH_SIZE_REPS", 3)))
+    args = ap.parse_args(argv)
+    chosen = [f.strip() for f in args.only.split(",") if f.strip()] or list(FIGURES)
+    unknown = set(chosen) - set(FIGURES)
+    if unknown:
+        ap.error(f"unknown figure(s) {sorted(unknown)}: choose from {', '.join(FIGURES)}")
+    args.selected = [f for f in FIGURES if f in chosen]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    selected = set(args.selected)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    record: dict[str, Any] = {"started": stamp, "commit": git_commit(), "host": host_facts(),
+                              "figures": args.selected, "targets": TARGETS}
+    rows: list[Row] = []
+    errors: list[str] = []
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="macvtap-bench-"))
+    keep_tmp = False
+    try:
+        images = cached_images()
+        record["images"] = {"libvirt": images.libvirt, "guest_base": str(images.guest_base)}
+        say(f"figures: {', '.join(args.selected)}; images {images.libvirt}, {images.guest_base}")
+        steps: list[tuple[str, Callable[[], None]]] = []
+        if selected & {"lab", "noop", "rss"}:
+            steps.append(("lab/noop/rss", lambda: lab_figures(selected, images, tmp, record,
+                                                              rows, args.noop_reps)))
+        if "size" in selected:
+            steps.append(("size", lambda: size_figure(images, record, rows, args.size_reps)))
+        if "scale" in selected:
+            steps.append(("scale", lambda: scale_figure(images, tmp, record, rows)))
+        for name, step in steps:
+            try:
+                step()
+            except (BenchError, OSError, RuntimeError) as exc:
+                keep_tmp = True
+                errors.append(f"{name}: {exc}")
+                say(f"figure {name} failed: {exc}")
+                traceback.print_exc()
+    finally:
+        record["duration_s"] = round(time.monotonic() - started, 1)
+        record["errors"] = errors
+        rows.sort(key=lambda r: r.figure)
+        path = write(record, rows, stamp)
+        print(f"\nmacvtap-lab benchmark {stamp} ({record['commit']}, "
+              f"{record['duration_s']:.0f} s)\n" + table(rows), flush=True)
+        print(f"\nrecorded in {path} (and bench/results/latest.json)", flush=True)
+        if keep_tmp:
+            say(f"kept {tmp} (Pulumi backends of failed figures) for inspection")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return 1 if errors else 0
+
+
+def size_figure(images: CachedImages, record: dict[str, Any], rows: list[Row], reps: int) -> None:
+    say("size: customising a 10 GiB vs a 1 GiB base")
+    fig = size.measure(images.guest_base, reps)
+    record["size"] = fig
+    rows.append(Row("3", "customize: 10 GiB vs 1 GiB base",
+                    f"{fig['median_10GiB_s']:.1f} s / {fig['median_1GiB_s']:.1f} s",
+                    fig["ratio"], TARGETS["size"]))
+
+
+def scale_figure(images: CachedImages, tmp: Path, record: dict[str, Any], rows: list[Row]) -> None:
+    say("scale: 4 guests in one stack vs 4 labs one after another")
+    fig = scale.measure(tmp, images)
+    record["scale"] = fig
+    rows.append(Row("4", f"{fig['guests']} guests: one stack vs {fig['guests']} labs in turn",
+                    f"{fig['multi_s']:.1f} s / {fig['sequential_s']:.1f} s", fig["ratio"],
+                    TARGETS["scale"]))
