@@ -1,11 +1,18 @@
-"""Thin adapter around the libguestfs Python bindings: one launched session per use."""
+"""Thin adapter around the libguestfs Python bindings: one appliance launch per use.
+
+Under TCG (no usable KVM) an appliance launch takes ~12 s and libguestfs' OS inspection
+another ~10 s, so: several images share one launch (`open_images`), and the root
+filesystem is found by mounting the few Linux filesystems of each image and looking for
+/etc/fstab and /etc/shadow; full inspection (`inspect_os`) only runs when that finds no
+single root, or the root's fstab mounts /etc or /root from elsewhere (LVM, say).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import guestfs
 
@@ -13,6 +20,11 @@ from macvtap_provider.adapters.kvm import kvm_usable
 from macvtap_provider.errors import GuestfsError
 
 log = logging.getLogger(__name__)
+
+#: Filesystem types a Linux root can have (what `vfs_type` reports).
+LINUX_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs"})
+#: Directories the lab writes into: they must be on the root filesystem for the fast path.
+WRITTEN_DIRS = ("/etc", "/root")
 
 
 class GuestSession:
@@ -65,12 +77,104 @@ class GuestSession:
             self._g.touch(path)
 
 
-@contextlib.contextmanager
-def open_image(image: str, fmt: str = "qcow2", readonly: bool = False) -> Iterator[GuestSession]:
-    """Launch one appliance for `image`, mount its root filesystem, yield a session.
+def fstab_mounts(text: str) -> list[str]:
+    """The mount points an /etc/fstab declares (swap and comments left out)."""
+    points = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and fields[1].startswith("/"):
+            points.append(fields[1].rstrip("/") or "/")
+    return points
 
-    Under TCG (no usable KVM) the launch takes ~12-14 s; callers batch all edits
-    into one session.
+
+def writes_elsewhere(points: Sequence[str]) -> bool:
+    """True when a declared mount covers a directory the lab writes into (/etc, /root)."""
+    return any(p != "/" and any(d == p or d.startswith(p + "/") for d in WRITTEN_DIRS)
+               for p in points)
+
+
+class Appliance:
+    """A launched libguestfs appliance with one drive per image (/dev/sda, /dev/sdb...)."""
+
+    def __init__(self, g: guestfs.GuestFS, images: Sequence[str], readonly: bool) -> None:
+        self._g = g
+        self.images = list(images)
+        self.readonly = readonly
+        self._devices: list[str] = list(g.list_devices())
+        self._inspected: list[str] | None = None
+
+    def _find_root(self, index: int) -> str | None:
+        """The root filesystem of drive `index` found without inspection, or None."""
+        g, device = self._g, self._devices[index]
+        candidates = [p for p in g.list_partitions() if g.part_to_dev(p) == device] or [device]
+        roots = []
+        for dev in candidates:
+            try:
+                if g.vfs_type(dev) not in LINUX_FILESYSTEMS:
+                    continue
+                g.mount_ro(dev, "/")
+            except RuntimeError:
+                continue
+            try:
+                if g.is_file("/etc/fstab") and g.is_file("/etc/shadow"):
+                    fstab = g.read_file("/etc/fstab")
+                    text = fstab.decode(errors="replace") if isinstance(fstab, bytes) else fstab
+                    if writes_elsewhere(fstab_mounts(text)):
+                        return None  # /etc or /root elsewhere: let inspection mount it all
+                    roots.append(dev)
+            finally:
+                g.umount_all()
+        return roots[0] if len(roots) == 1 else None
+
+    def _inspect(self, index: int) -> dict[str, str]:
+        """Mount points (path -> device) of drive `index`'s OS, by libguestfs inspection."""
+        g = self._g
+        if self._inspected is None:
+            log.info("inspecting %s (no single root filesystem found directly)",
+                     ", ".join(self.images))
+            self._inspected = list(g.inspect_os())
+        device = self._devices[index]
+        for root in self._inspected:
+            mounts: dict[str, str] = g.inspect_get_mountpoints(root)
+            if len(self._devices) == 1 or self._on_device(root, device):
+                return mounts
+        raise GuestfsError(f"image {self.images[index]}: no operating system found in it; "
+                           "is it a bootable Linux guest image?")
+
+    def _on_device(self, fs: str, device: str) -> bool:
+        try:
+            return bool(self._g.part_to_dev(fs) == device)
+        except RuntimeError:
+            return fs == device
+
+    @contextlib.contextmanager
+    def session(self, index: int) -> Iterator[GuestSession]:
+        """Image `index`'s filesystems mounted at / (unmounted afterwards)."""
+        g, image = self._g, self.images[index]
+        try:
+            root = self._find_root(index)
+            mounts = {"/": root} if root is not None else self._inspect(index)
+            for mountpoint in sorted(mounts, key=len):
+                if self.readonly:
+                    g.mount_ro(mounts[mountpoint], mountpoint)
+                else:
+                    g.mount(mounts[mountpoint], mountpoint)
+        except RuntimeError as exc:
+            raise GuestfsError(f"image {image}: mounting its filesystems failed ({exc}); is it "
+                               "a bootable Linux guest image?") from exc
+        try:
+            yield GuestSession(g, image)
+        finally:
+            with contextlib.suppress(RuntimeError):
+                g.umount_all()
+
+
+@contextlib.contextmanager
+def open_images(images: Sequence[str], fmt: str = "qcow2",
+                readonly: bool = False) -> Iterator[Appliance]:
+    """Launch one appliance with every image attached; yields it for `session(i)` calls.
+
+    Changes are written back when the block ends without an exception.
     """
     g = guestfs.GuestFS(python_return_dict=True)
     try:
@@ -79,30 +183,31 @@ def open_image(image: str, fmt: str = "qcow2", readonly: bool = False) -> Iterat
             if not kvm_usable():
                 # /dev/kvm may exist yet hang: never let libguestfs probe it.
                 g.set_backend_settings(["force_tcg"])
-            g.add_drive_opts(image, format=fmt, readonly=readonly)
-            log.info("launching the libguestfs appliance for %s (%s)", image,
-                     "KVM" if kvm_usable() else "TCG, ~15 s")
+            for image in images:
+                g.add_drive_opts(image, format=fmt, readonly=readonly)
+            log.info("launching the libguestfs appliance for %s (%s)", ", ".join(images),
+                     "KVM" if kvm_usable() else "TCG, ~12 s")
             started = time.monotonic()
             g.launch()
             log.debug("appliance up in %.1fs", time.monotonic() - started)
-            roots = g.inspect_os()
-            if not roots:
-                raise GuestfsError(f"image {image}: no operating system found in it; "
-                                   "is it a bootable Linux guest image?")
-            root = roots[0]
-            mounts = g.inspect_get_mountpoints(root)
-            for mountpoint in sorted(mounts, key=len):
-                g.mount(mounts[mountpoint], mountpoint) if not readonly else \
-                    g.mount_ro(mounts[mountpoint], mountpoint)
+            appliance = Appliance(g, images, readonly)
         except RuntimeError as exc:
             raise GuestfsError(
-                f"image {image}: libguestfs failed ({exc}); run `macvtap-lab doctor` to check "
-                "the appliance, and that no running domain holds the image") from exc
-        session = GuestSession(g, image)
-        yield session
+                f"image {', '.join(images)}: libguestfs failed ({exc}); run `macvtap-lab "
+                "doctor` to check the appliance, and that no running domain holds the "
+                "image") from exc
+        yield appliance
         try:
             g.shutdown()
         except RuntimeError as exc:
-            raise GuestfsError(f"image {image}: writing changes back failed: {exc}") from exc
+            raise GuestfsError(f"image {', '.join(images)}: writing changes back failed: "
+                               f"{exc}") from exc
     finally:
         g.close()
+
+
+@contextlib.contextmanager
+def open_image(image: str, fmt: str = "qcow2", readonly: bool = False) -> Iterator[GuestSession]:
+    """Launch one appliance for `image`, mount its root filesystem, yield a session."""
+    with open_images([image], fmt, readonly) as appliance, appliance.session(0) as session:
+        yield session
