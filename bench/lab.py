@@ -94,6 +94,10 @@ class PulumiLab:
         for phase, at, last in marks:
             timeline.mark(phase, at, last=last)
         timeline.mark("engine_done", self.traced.ended)
+        for ev in self.traced.events:
+            if ev.kind in ("pre", "outputs") and ev.type:
+                step = timeline.steps.setdefault(f"{ev.type} {ev.name}", [])
+                step.append(round(ev.at - self.traced.started, 2))
         self.outputs = self.cli.outputs()
         network = str(self.outputs["network_name"])
         ips = [str(ip) for ip in self.outputs.get("guest_ips") or [self.outputs["guest_ip"]]]

@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(("size", lambda: size_figure(images, record, rows, args.size_reps)))
         if "scale" in selected:
             steps.append(("scale", lambda: scale_figure(images, tmp, record, rows)))
+        record["loadavg"] = {}
         for name, step in steps:
+            before = os.getloadavg()
             try:
                 step()
             except (BenchError, OSError, RuntimeError) as exc:
@@ -168,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
                 errors.append(f"{name}: {exc}")
                 say(f"figure {name} failed: {exc}")
                 traceback.print_exc()
+            finally:
+                # Other work on the machine skews timings: the 1-minute load around each step.
+                record["loadavg"][name] = {"before": round(before[0], 2),
+                                           "after": round(os.getloadavg()[0], 2)}
     finally:
         record["duration_s"] = round(time.monotonic() - started, 1)
         record["errors"] = errors

@@ -26,6 +26,8 @@ class Timeline:
     start: float = field(default_factory=time.monotonic)
     marks: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    #: resource name -> [started, done] seconds (Pulumi path: from the engine's events)
+    steps: dict[str, list[float]] = field(default_factory=dict)
 
     def mark(self, phase: str, at: float | None = None, *, last: bool = False) -> None:
         """Record `phase` at monotonic time `at` (now); `last` keeps the latest instead."""
@@ -43,7 +45,7 @@ class Timeline:
     def as_dict(self) -> dict[str, object]:
         return {"label": self.label, "phases": {p: self.marks.get(p) for p in PHASES},
                 "extra": {k: v for k, v in self.marks.items() if k not in PHASES},
-                "notes": dict(self.notes)}
+                "notes": dict(self.notes), "steps": dict(self.steps)}
 
 
 def render(timelines: list[Timeline]) -> str:

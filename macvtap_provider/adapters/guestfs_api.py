@@ -88,8 +88,9 @@ def fstab_mounts(text: str) -> list[str]:
 
 
 def writes_elsewhere(points: Sequence[str]) -> bool:
-    """True when a declared mount covers a directory the lab writes into (/etc, /root)."""
-    return any(p != "/" and any(d == p or d.startswith(p + "/") for d in WRITTEN_DIRS)
+    """True when a declared mount holds (part of) a directory the lab writes into."""
+    return any(p != "/" and any(d == p or d.startswith(p + "/") or p.startswith(d + "/")
+                                for d in WRITTEN_DIRS)
                for p in points)
 
 
