@@ -19,13 +19,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource
 
 from macvtap_provider import paths
-from macvtap_provider.adapters import guestfs_api, qemu_img
+from macvtap_provider.adapters import qemu_img
 from macvtap_provider.adapters.isolate import isolated
 from macvtap_provider.builders import guest_config
 from macvtap_provider.builders.secrets import (
@@ -47,6 +47,9 @@ from macvtap_provider.resources._base import (
     known_items,
     resource_props,
 )
+
+if TYPE_CHECKING:
+    from macvtap_provider.adapters import guestfs_api
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +351,10 @@ def build_images(specs: Sequence[CustomizedImageSpec]) -> list[str | None]:
     def failed(i: int, exc: BaseException) -> None:
         errors[i] = str(exc) if isinstance(exc, LabError) else \
             f"image {specs[i].output_path}: {type(exc).__name__}: {exc}"
+
+    # Imported here: `pulumi preview` and every no-op `up` load this module (in the program
+    # and in the provider process) without ever customising an image.
+    from macvtap_provider.adapters import guestfs_api
 
     todo = []
     for i, spec in enumerate(specs):
