@@ -127,7 +127,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--only", default=os.environ.get("BENCH_ONLY", ""),
                     help="comma-separated subset of " + ",".join(FIGURES) + " (env BENCH_ONLY)")
     ap.add_argument("--noop-reps", type=int, default=int(os.environ.get("BENCH_NOOP_REPS", 5)))
-    ap.add_argument("--size-reps", type=int, default=int(os.environ.get("BENCH_SIZE_REPS", 3)))
+    ap.add_argument("--size-reps", type=int, default=int(os.environ.get("BENCH_SIZE_REPS", 5)))
     args = ap.parse_args(argv)
     chosen = [f.strip() for f in args.only.split(",") if f.strip()] or list(FIGURES)
     unknown = set(chosen) - set(FIGURES)
