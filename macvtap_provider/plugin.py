@@ -1,6 +1,6 @@
 """The engine's dynamic-provider plugin process (`python -m macvtap_provider.plugin`).
 
-It is the Python SDK's own server (`python -m pulumi.dynamic`) with two additions:
+It is the Python SDK's own server (`python -m pulumi.dynamic`) with three additions:
 
 * `pulumi import` is refused with a message that says why and what to do. The SDK
   finds a dynamic resource's code in its state (`__provider`); an import brings no
@@ -9,6 +9,8 @@ It is the Python SDK's own server (`python -m pulumi.dynamic`) with two addition
   instead of serving nobody forever. The children it spawned for libguestfs die with it
   (`adapters.isolate` sets their parent-death signal), so an interrupted run leaves no
   process behind that could still write into the lab.
+* More worker threads: the SDK serves with 4, so with four images being customised a
+  container's create (or a fifth guest's anything) would wait for a free thread.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import runpy
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
@@ -31,6 +34,8 @@ IMPORT_REFUSED = (
     "an interrupted run are replaced)."
 )
 ENGINE_POLL_S = 1.0
+#: Concurrent provider calls; the engine's own default parallelism is far higher.
+WORKERS = 32
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +78,18 @@ def main() -> None:
     from pulumi.runtime.proto import provider_pb2_grpc
 
     register = provider_pb2_grpc.add_ResourceProviderServicer_to_server
+    make_server = grpc.server
 
     def register_guarded(servicer: Any, server: Any) -> None:
         guard_reads(servicer)
         register(servicer, server)
 
+    def server_with_more_workers(_executor: Any, *args: Any, **kwargs: Any) -> Any:
+        _executor.shutdown(wait=False)
+        return make_server(ThreadPoolExecutor(max_workers=WORKERS), *args, **kwargs)
+
     provider_pb2_grpc.add_ResourceProviderServicer_to_server = register_guarded
+    grpc.server = server_with_more_workers
     exit_with_engine(os.getppid())
     runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
 

@@ -9,11 +9,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-from pyroute2 import NetNS
-from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
+from typing import TYPE_CHECKING
 
 from macvtap_provider.errors import NetlinkError, NotFoundError
+
+if TYPE_CHECKING:  # pyroute2 takes ~75 ms to import: only operations that use it pay
+    from pyroute2 import NetNS
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ def netns_path(pid: int) -> str:
 
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
+    from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
+
     try:
         yield
     except PyrouteNetlinkError as exc:
@@ -48,6 +51,8 @@ def translate_errors(what: str) -> Iterator[None]:
 @contextlib.contextmanager
 def in_netns(pid: int) -> Iterator[NetNS]:
     """A netlink socket inside the network namespace of process `pid`."""
+    from pyroute2 import NetNS
+
     path = netns_path(pid)
     with translate_errors(f"opening netns of pid {pid}"):
         if not Path(path).exists():
@@ -157,6 +162,8 @@ def delete_link(ns: NetNS, name: str) -> bool:
     if info is None:
         return False
     log.debug("ip link del %s", name)
+    from pyroute2.netlink.exceptions import NetlinkError as PyrouteNetlinkError
+
     with translate_errors(f"deleting link {name}"):
         try:
             ns.link("del", index=info.index)
