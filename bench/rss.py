@@ -1,7 +1,7 @@
 """Peak RSS of the dynamic-provider processes under one `pulumi` process, sampled from /proc.
 
-The engine starts the provider plugin (`python -m pulumi.dynamic`, or the project's
-`python -m macvtap_provider.plugin` wrapper of it); libguestfs work runs in a spawned
+The engine starts the provider plugin (the SDK's `pulumi.dynamic` server, run through the
+project's `macvtap_provider.plugin` wrapper of it); libguestfs work runs in a spawned
 child of it, which starts the appliance's qemu. All of those count: the sum over the
 provider processes and their descendants is sampled, and each process's own peak kept.
 """
@@ -53,9 +53,8 @@ def _cmdline(pid: int) -> str:
 
 def _label(pid: int, comm: str) -> str:
     cmd = _cmdline(pid)
-    for marker in PROVIDER_MARKERS:
-        if marker in cmd:
-            return f"provider ({marker})"
+    if any(marker in cmd for marker in PROVIDER_MARKERS):
+        return "provider plugin"
     if "multiprocessing" in cmd:
         return "provider child (" + ("spawn" if "spawn_main" in cmd else "tracker") + ")"
     return comm
