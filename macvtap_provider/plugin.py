@@ -84,8 +84,8 @@ def main() -> None:
         guard_reads(servicer)
         register(servicer, server)
 
-    def server_with_more_workers(_executor: Any, *args: Any, **kwargs: Any) -> Any:
-        _executor.shutdown(wait=False)
+    def server_with_more_workers(executor: Any, *args: Any, **kwargs: Any) -> Any:
+        executor.shutdown(wait=False)  # the SDK's 4-thread pool, never used
         return make_server(ThreadPoolExecutor(max_workers=WORKERS), *args, **kwargs)
 
     provider_pb2_grpc.add_ResourceProviderServicer_to_server = register_guarded
