@@ -68,12 +68,3 @@ def isolated() -> Iterator[Callable[..., Any]]:
 
         yield call
 
-
-def run_isolated(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """`func(*args, **kwargs)` in a spawned child; its exception is re-raised here.
-
-    MACVTAP_LAB_NO_ISOLATION=1 runs it in-process (tests, debugging).
-    """
-    with isolated() as call:
-        result: T = call(func, *args, **kwargs)
-    return result

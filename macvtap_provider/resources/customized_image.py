@@ -333,13 +333,6 @@ class CustomizedImageProvider(LabProvider):
         paths.prune_empty_dirs(out.parent, levels=2)  # images/ and the work dir
 
 
-def build_image(spec: CustomizedImageSpec) -> None:
-    """Make the disk and apply every edit in one appliance launch (runs isolated)."""
-    error = build_images([spec])[0]
-    if error is not None:
-        raise GuestfsError(error)
-
-
 def build_images(specs: Sequence[CustomizedImageSpec]) -> list[str | None]:
     """Make every disk, then customise them all in one appliance launch (runs isolated).
 
@@ -419,7 +412,6 @@ class _Batcher:
             raise GuestfsError(error)
 
     def _lead(self, batch: _Batch) -> None:
-        specs: list[CustomizedImageSpec] = []
         try:
             with isolated() as call:  # the fresh interpreter starts now...
                 time.sleep(BATCH_WINDOW_S)  # ...while images created at the same time join
