@@ -31,7 +31,10 @@ recover_interrupted_run() {
   case "$backend" in file://*) ;; *) return 0 ;; esac
   local locks="${backend#file://}"; locks="${locks%%\?*}/.pulumi/locks"
   [ -d "$locks" ] || return 0
-  if find "$locks" -path "*/$stack/*.json" -print0 | xargs -0r "$ROOT/.venv/bin/python" -c '
+  local files=()
+  mapfile -d '' files < <(find "$locks" -path "*/$stack/*.json" -print0)
+  [ "${#files[@]}" -gt 0 ] || return 0
+  if "$ROOT/.venv/bin/python" - "${files[@]}" <<'PY'; then
 import json, os, socket, sys
 for path in sys.argv[1:]:
     lock = json.load(open(path))
@@ -41,7 +44,8 @@ for path in sys.argv[1:]:
         os.kill(int(lock["pid"]), 0)
     except ProcessLookupError:
         sys.exit(0)  # stale: its process is gone
-sys.exit(1)'; then
+sys.exit(1)
+PY
     echo "the stack $stack is locked by a run that no longer exists (killed?): releasing the" \
          "lock and refreshing" >&2
     "$PULUMI" cancel --yes --non-interactive
