@@ -30,6 +30,16 @@ class EthernetNic:
 
 
 @dataclass(frozen=True)
+class KernelBoot:
+    """Direct kernel boot: qemu loads these host files itself (no firmware disk boot, no
+    bootloader). Paths as qemu sees them (inside the libvirt container: its work dir)."""
+
+    kernel: str
+    initrd: str = ""
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
 class DomainXmlSpec:
     name: str
     memory_mib: int
@@ -42,6 +52,7 @@ class DomainXmlSpec:
     disk_format: str = "qcow2"
     owner: str = ""  # recorded in <metadata> to find a stack's domains
     uuid: str | None = None  # set when redefining an existing domain
+    kernel_boot: KernelBoot | None = None  # None: firmware boots the disk
 
 
 def _sub(parent: etree._Element, tag: str, text: str | None = None,
@@ -66,7 +77,14 @@ def build_domain_xml(spec: DomainXmlSpec) -> str:
     _sub(dom, "vcpu", str(spec.vcpus), placement="static")
     os_el = _sub(dom, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")
-    _sub(os_el, "boot", dev="hd")
+    if spec.kernel_boot is None:
+        _sub(os_el, "boot", dev="hd")
+    else:
+        _sub(os_el, "kernel", spec.kernel_boot.kernel)
+        if spec.kernel_boot.initrd:
+            _sub(os_el, "initrd", spec.kernel_boot.initrd)
+        if spec.kernel_boot.cmdline:
+            _sub(os_el, "cmdline", spec.kernel_boot.cmdline)
     features = _sub(dom, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
@@ -143,6 +161,15 @@ def vcpus(xml: str) -> int:
 def disk_source(xml: str) -> str | None:
     el = _parse(xml).find("devices/disk/source")
     return None if el is None else el.get("file")
+
+
+def kernel_boot(xml: str) -> KernelBoot | None:
+    """The direct kernel boot a domain XML asks for, or None when it boots its disk."""
+    os_el = _parse(xml).find("os")
+    kernel = None if os_el is None else os_el.findtext("kernel")
+    if os_el is None or not kernel:
+        return None
+    return KernelBoot(kernel, os_el.findtext("initrd") or "", os_el.findtext("cmdline") or "")
 
 
 def etree_domain_type(xml: str) -> str:
