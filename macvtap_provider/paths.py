@@ -25,8 +25,11 @@ def work_root() -> Path:
 
 
 def default_guest_image() -> Path:
-    """The locally built Debian guest image used when no base image is configured."""
-    return cache_dir() / "images" / "debian-guest.qcow2"
+    """The locally built Debian guest image used when no base image is configured (its
+    name carries its recipe's hash; it may not be built yet)."""
+    from macvtap_provider.images.guest_image import default_image_path
+
+    return default_image_path()
 
 
 def prune_empty_dirs(start: Path, levels: int) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -172,7 +173,11 @@ def test_customized_image_normalises_everything(image_props: dict[str, Any],
 def test_customized_image_missing_default_base_is_built_later(tmp_path: Path) -> None:
     out = accepted(CustomizedImageProvider(), {"output_path": str(tmp_path / "g.qcow2"),
                                                "root_password": "pw"})
-    assert out["base_image"] == str(tmp_path / "cache" / "images" / "debian-guest.qcow2")
+    # The default image's name carries its recipe's hash: versions coexist in one cache.
+    base = Path(out["base_image"])
+    assert base.parent == tmp_path / "cache" / "images"
+    assert re.fullmatch(r"debian-guest-[0-9a-f]{12}\.qcow2", base.name)
+    assert not base.exists()
 
 
 def test_customized_image_base_does_not_exist(image_props: dict[str, Any],
