@@ -8,6 +8,8 @@ Figures (all by default; a subset with `--only lab,noop` or BENCH_ONLY=lab,noop)
   size   3. customising a 10 GiB base vs a 1 GiB base
   scale  4. 4 guests in one stack vs 4 single-guest labs one after another
   rss    5. peak RSS of the provider processes during the lab's `pulumi up`
+  boot   6. boot to sshd of the default guest vs a bare boot of its kernel (plain qemu,
+            the lab's machine; BENCH_BOOT_IMAGE=<qcow2> measures another image)
 
 lab, noop and rss share one `pulumi up` of the lab.
 """
@@ -26,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import manual, noop, scale, size
+from bench import boot, manual, noop, scale, size
 from bench.common import (
     BenchError,
     CachedImages,
@@ -41,8 +43,9 @@ from bench.lab import PulumiLab
 from bench.report import Row, table, write
 from bench.timeline import Timeline, render
 
-FIGURES = ("lab", "noop", "size", "scale", "rss")
-TARGETS = {"lab_vs_manual": 0.85, "lab_vs_floor": 1.15, "noop": 1.5, "size": 1.1, "scale": 0.5}
+FIGURES = ("lab", "noop", "size", "scale", "rss", "boot")
+TARGETS = {"lab_vs_manual": 0.85, "lab_vs_floor": 1.15, "noop": 1.5, "size": 1.1, "scale": 0.5,
+           "boot": 1.5}
 
 
 def critical_path_floor(t: Timeline) -> dict[str, Any]:
@@ -128,6 +131,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="comma-separated subset of " + ",".join(FIGURES) + " (env BENCH_ONLY)")
     ap.add_argument("--noop-reps", type=int, default=int(os.environ.get("BENCH_NOOP_REPS", 5)))
     ap.add_argument("--size-reps", type=int, default=int(os.environ.get("BENCH_SIZE_REPS", 5)))
+    ap.add_argument("--boot-reps", type=int, default=int(os.environ.get("BENCH_BOOT_REPS", 3)))
+    ap.add_argument("--boot-image", default=os.environ.get("BENCH_BOOT_IMAGE", ""),
+                    help="qcow2 for the boot figure (default: the default guest image)")
     args = ap.parse_args(argv)
     chosen = [f.strip() for f in args.only.split(",") if f.strip()] or list(FIGURES)
     unknown = set(chosen) - set(FIGURES)
@@ -160,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(("size", lambda: size_figure(images, record, rows, args.size_reps)))
         if "scale" in selected:
             steps.append(("scale", lambda: scale_figure(images, tmp, record, rows)))
+        if "boot" in selected:
+            image = Path(args.boot_image) if args.boot_image else images.guest_base
+            steps.append(("boot", lambda: boot_figure(image, record, rows, args.boot_reps)))
         record["loadavg"] = {}
         for name, step in steps:
             before = os.getloadavg()
@@ -205,3 +214,18 @@ def scale_figure(images: CachedImages, tmp: Path, record: dict[str, Any], rows: 
     rows.append(Row("4", f"{fig['guests']} guests: one stack vs {fig['guests']} labs in turn",
                     f"{fig['multi_s']:.1f} s / {fig['sequential_s']:.1f} s", fig["ratio"],
                     TARGETS["scale"]))
+
+
+def boot_figure(image: Path, record: dict[str, Any], rows: list[Row], reps: int) -> None:
+    say("boot: the default guest to sshd vs a bare boot of its kernel")
+    fig = boot.measure(image, reps)
+    record["boot"] = fig
+    print("\nFigure 6: guest boot phases, host seconds from qemu's start\n" + boot.render(fig),
+          flush=True)
+    p = fig["phases"]
+    rows.append(Row("6", "boot to sshd: default guest vs bare kernel",
+                    f"{fig['guest_sshd_s']:.1f} s / {fig['bare_userspace_s']:.1f} s",
+                    fig["ratio"], TARGETS["boot"],
+                    f"{fig['boot']} boot; phases: firmware+bootloader "
+                    f"{p.get('firmware_bootloader')}, kernel {p.get('kernel')}, initramfs "
+                    f"{p.get('initramfs')}, systemd to sshd {p.get('systemd_to_sshd')} s"))
