@@ -35,30 +35,25 @@ def host_address(subnet: str, host: int) -> str:
     return str(net.network_address + host)
 
 
-def _int(config: pulumi.Config, key: str, default: int) -> int:
-    """An integer setting; an explicit 0 is kept (and refused by the resource's check)."""
-    value = config.get_int(key)
-    return default if value is None else value
-
-
 @dataclass
 class LabSettings:
-    """Everything a lab needs, read from stack config with embedded defaults."""
+    """Everything a lab needs, read from stack config. None: the resource's own default
+    (declared once, in its Spec)."""
 
     name: str
     subnet: str
     container_ip: str
     work_dir: str
     root_password: pulumi.Input[str]
-    memory_mib: int = 512
-    vcpus: int = 1
-    mode: str = "bridge"
-    vhost: str = "auto"
-    domain_type: str = "auto"
-    interface_type: str = "auto"
+    memory_mib: int | None = None
+    vcpus: int | None = None
+    mode: str | None = None
+    vhost: str | None = None
+    domain_type: str | None = None
+    interface_type: str | None = None
     network_method: str = "offline"
-    base_image: str = ""
-    security_mode: str = "auto"
+    base_image: str | None = None
+    security_mode: str | None = None
     docker_host: str | None = None
     generated_password: GeneratedPassword | None = None
 
@@ -79,15 +74,15 @@ class LabSettings:
             container_ip=config.get("containerIp") or host_address(subnet, 10),
             work_dir=config.get("workDir") or str(paths.work_root() / name),
             root_password=password,
-            memory_mib=_int(config, "memoryMib", 512),
-            vcpus=_int(config, "vcpus", 1),
-            mode=config.get("macvtapMode") or "bridge",
-            vhost=config.get("vhost") or "auto",
-            domain_type=config.get("domainType") or "auto",
-            interface_type=config.get("interfaceType") or "auto",
+            memory_mib=config.get_int("memoryMib"),
+            vcpus=config.get_int("vcpus"),
+            mode=config.get("macvtapMode") or None,
+            vhost=config.get("vhost") or None,
+            domain_type=config.get("domainType") or None,
+            interface_type=config.get("interfaceType") or None,
             network_method=config.get("networkMethod") or "offline",
-            base_image=config.get("baseImage") or "",
-            security_mode=config.get("securityMode") or "auto",
+            base_image=config.get("baseImage") or None,
+            security_mode=config.get("securityMode") or None,
             docker_host=config.get("dockerHost") or None,
             generated_password=generated,
         )
@@ -133,11 +128,12 @@ def guest(s: LabSettings, host: LabHost, name: str, address: str,
     static = {"address": address, "prefix": s.prefix, "gateway": s.gateway}
     image = CustomizedImage(f"{name}-image", CustomizedImageArgs(
         output_path=f"{s.work_dir}/images/{name}.qcow2", root_password=s.root_password,
-        base_image=s.base_image or None, nameservers=[s.gateway], hostname=name[:63],
+        base_image=s.base_image, nameservers=[s.gateway], hostname=name[:63],
         network=static if s.network_method == "offline" else None))
     domain = MacvtapDomain(f"{name}-domain", MacvtapDomainArgs(
         name=name, libvirt_uri=host.container.libvirt_uri, container=host.container.name,
-        disk_path=image.path, memory_mib=memory_mib or s.memory_mib, vcpus=s.vcpus,
+        disk_path=image.path, memory_mib=memory_mib if memory_mib is not None else s.memory_mib,
+        vcpus=s.vcpus,
         mode=s.mode, vhost=s.vhost, domain_type=s.domain_type,
         interface_type=s.interface_type, docker_host=s.docker_host,
         image_digest=image.digest))

@@ -138,8 +138,16 @@ def inactive_xml(dom: libvirt.virDomain) -> str:
         return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
 
 
-def validate_xml(xml: str) -> None:
-    """Let libvirt's own test driver parse and define `xml` (no side effects anywhere)."""
-    with connection("test:///default") as conn, translate_errors("validating domain XML"):
-        dom = conn.defineXML(xml)
-        dom.undefine()
+def uuid(dom: libvirt.virDomain) -> str:
+    with translate_errors("reading a domain's UUID"):
+        return str(dom.UUIDString())
+
+
+def is_active(dom: libvirt.virDomain) -> bool:
+    with translate_errors(f"reading the state of domain {dom.name()!r}"):
+        return bool(dom.isActive())
+
+
+def connection_of(dom: libvirt.virDomain) -> libvirt.virConnect:
+    """The open connection a domain handle belongs to."""
+    return dom.connect()

@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import math
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -162,3 +163,36 @@ def check_nameservers(values: object, field: str = "nameservers") -> tuple[str, 
                             "inside the lab (e.g. the lab network's gateway)")
         out.append(str(addr))
     return tuple(out)
+
+
+#: Transports docker-py speaks (a docker endpoint's URL scheme).
+DOCKER_SCHEMES = ("unix", "tcp", "ssh")
+_DOCKER_HOST_FIX = "use unix:///var/run/docker.sock, tcp://HOST:2376 or ssh://USER@HOST"
+
+
+def check_docker_host(value: object, field: str = "docker_host") -> str | None:
+    """A docker endpoint URL (None or "": the local default, DOCKER_HOST honoured)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SpecError(field, f"{value!r} is not a docker endpoint: {_DOCKER_HOST_FIX}")
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in DOCKER_SCHEMES:
+        raise SpecError(field, f"{value!r} is not a docker endpoint (scheme "
+                        f"{parts.scheme or 'missing'!r}, not one of "
+                        f"{', '.join(DOCKER_SCHEMES)}): {_DOCKER_HOST_FIX}")
+    if parts.scheme == "unix":
+        if not parts.path.startswith("/") or parts.netloc:
+            raise SpecError(field, f"{value!r} does not name a socket path: use "
+                            "unix:///var/run/docker.sock (three slashes)")
+        return value
+    try:
+        port = parts.port
+    except ValueError:
+        raise SpecError(field, f"{value!r} has an invalid port: {_DOCKER_HOST_FIX}") from None
+    if not parts.hostname or (parts.path not in ("", "/")) or parts.query:
+        raise SpecError(field, f"{value!r} does not name a host: {_DOCKER_HOST_FIX}")
+    if parts.scheme == "tcp" and port is None:
+        raise SpecError(field, f"{value!r} has no port: use tcp://HOST:2376 (TLS) or "
+                        "tcp://HOST:2375")
+    return value
