@@ -3,7 +3,8 @@ container, network, exec and probe operations the resources need.
 
 Resources never touch the SDK: they get plain snapshots (`ContainerInfo`, `NetworkInfo`)
 and pass names, so an operation reads the same against a local socket, `tcp://` or
-`ssh://` endpoint.
+`ssh://` endpoint. The SDK is imported by the first operation, not with this module, so a
+Pulumi program (which only declares resources) does not load it.
 """
 
 from __future__ import annotations
@@ -13,16 +14,13 @@ import logging
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import docker
-import docker.errors
-import docker.types
-import docker.utils.socket
-import requests.exceptions
-from docker.models.containers import Container
+from typing import TYPE_CHECKING, Any
 
 from macvtap_provider.errors import DaemonUnreachableError, DockerError, NotFoundError
+
+if TYPE_CHECKING:  # the SDK (and requests) cost ~80 ms to import: only operations pay
+    import docker
+    from docker.models.containers import Container
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,9 @@ def _explain(exc: docker.errors.APIError) -> str:
 @contextlib.contextmanager
 def translate_errors(what: str) -> Iterator[None]:
     """Map docker SDK exceptions to the lab's error tree, once, here."""
+    import docker.errors
+    import requests.exceptions
+
     try:
         yield
     except docker.errors.ImageNotFound as exc:
@@ -64,6 +65,8 @@ def docker_client(host: str | None = None,
                   timeout_s: float | None = None) -> Iterator[docker.DockerClient]:
     """A connected client for `host` (unix://, tcp:// or ssh://; None: the local default,
     DOCKER_HOST honoured), closed afterwards. The only place a docker client is made."""
+    import docker
+
     kwargs: dict[str, Any] = {} if timeout_s is None else {"timeout": int(timeout_s)}
     with translate_errors(f"connecting to docker at {host or 'the local socket'}"):
         if host:
@@ -132,6 +135,8 @@ def _info(container: Container) -> ContainerInfo:
 
 
 def _find(client: docker.DockerClient, name: str) -> Container | None:
+    import docker.errors
+
     with translate_errors(f"looking up container {name!r}"):
         try:
             return client.containers.get(name)
@@ -147,6 +152,8 @@ def find_container(client: docker.DockerClient, name: str) -> ContainerInfo | No
 
 def remove_container(client: docker.DockerClient, name: str) -> bool:
     """Force-remove a container and its anonymous volumes; False when it was already gone."""
+    import docker.errors
+
     container = _find(client, name)
     if container is None:
         return False
@@ -182,6 +189,8 @@ def create_container(client: docker.DockerClient, image: str, name: str, *, netw
 
 def container_logs(client: docker.DockerClient, name: str, lines: int = 20) -> str:
     """The last `lines` of a container's output, for error messages (never raises)."""
+    import docker.errors
+
     try:
         raw: bytes = client.containers.get(name).logs(tail=lines)
         return raw.decode(errors="replace").strip()
@@ -210,6 +219,8 @@ def exec_with_input(client: docker.DockerClient, name: str, cmd: list[str], data
     """
     if timeout_s:
         cmd = ["timeout", str(timeout_s), *cmd]
+    import docker.utils.socket
+
     log.debug("docker exec -i %s %s (%d bytes on stdin)", name, " ".join(cmd), len(data))
     api = client.api
     with translate_errors(f"running a command in container {name!r}"):
@@ -314,6 +325,8 @@ def find_network(client: docker.DockerClient, name: str) -> NetworkInfo | None:
 
 
 def network_by_id(client: docker.DockerClient, network_id: str) -> NetworkInfo | None:
+    import docker.errors
+
     with translate_errors(f"reading network {network_id[:12]}"):
         try:
             net = client.networks.get(network_id)
@@ -326,6 +339,8 @@ def create_network(client: docker.DockerClient, name: str, *, subnet: str, gatew
                    ip_range: str | None, internal: bool,
                    labels: Mapping[str, str]) -> NetworkInfo:
     """A bridge network with one IPv4 pool."""
+    import docker.types
+
     pool = docker.types.IPAMPool(subnet=subnet, gateway=gateway, iprange=ip_range)
     log.debug("docker network create %s (%s, internal=%s)", name, subnet, internal)
     with translate_errors(f"creating network {name!r}"):
@@ -339,6 +354,8 @@ def create_network(client: docker.DockerClient, name: str, *, subnet: str, gatew
 
 def remove_network(client: docker.DockerClient, network_id: str) -> bool:
     """Remove a network; False when it was already gone."""
+    import docker.errors
+
     with translate_errors(f"removing network {network_id[:12]}"):
         try:
             client.networks.get(network_id).remove()

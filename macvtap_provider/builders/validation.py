@@ -21,6 +21,11 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # usable as file and interface-name stems, so both share this stricter rule.
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 MACVTAP_MODES = ("bridge", "vepa", "private", "passthrough")
+VHOST_CHOICES = ("auto", "on", "off")
+DOMAIN_TYPES = ("auto", "kvm", "qemu")
+INTERFACE_TYPES = ("auto", "ethernet", "direct")
+NETWORK_METHODS = ("console", "offline")
+SECURITY_MODES = ("privileged", "capabilities", "auto")
 _IFNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 MEMORY_MIB_RANGE = (128, 65536)
 VCPU_RANGE = (1, 64)
@@ -195,4 +200,11 @@ def check_docker_host(value: object, field: str = "docker_host") -> str | None:
     if parts.scheme == "tcp" and port is None:
         raise SpecError(field, f"{value!r} has no port: use tcp://HOST:2376 (TLS) or "
                         "tcp://HOST:2375")
+    return value
+
+
+def check_absolute_path(value: object, field: str) -> str:
+    """An absolute path (a directory or file on the lab host)."""
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise SpecError(field, f"{value!r} is not an absolute path (e.g. /var/lib/macvtap-lab/x)")
     return value

@@ -23,6 +23,7 @@ from macvtap_provider.adapters.lab_host import LocalFiles
 from macvtap_provider.builders import guest_config
 from macvtap_provider.builders.secrets import sha512_crypt
 from macvtap_provider.errors import GuestfsError, LabError
+from macvtap_provider.resources.customized_image import base_link_path
 
 if TYPE_CHECKING:
     from macvtap_provider.adapters.guestfs_api import GuestSession
@@ -33,12 +34,6 @@ log = logging.getLogger(__name__)
 #: Creates arriving within this window of the first share its appliance launch (the
 #: window overlaps the start-up of the isolated interpreter, so costs a single image little).
 BATCH_WINDOW_S = 0.3
-
-
-def base_link_path(output: Path) -> Path:
-    """Where an overlay's base is linked, beside it (so the relative backing path works in
-    the container too, where only the work directory is mounted)."""
-    return output.with_name(output.stem + ".base" + output.suffix)
 
 
 def make_disk(spec: CustomizedImageSpec) -> None:

@@ -29,8 +29,6 @@ from macvtap_provider.builders.validation import (
     check_nameservers,
 )
 from macvtap_provider.errors import GuestfsError, LabError, SpecError
-from macvtap_provider.images import customize
-from macvtap_provider.images.customize import base_link_path
 from macvtap_provider.resources._base import (
     LabProvider,
     fill_defaults,
@@ -114,18 +112,24 @@ class CustomizedImageArgs:
     base_image: pulumi.Input[str] | None = None
     #: The base's expected sha256 (checked in `check`).
     base_sha256: pulumi.Input[str] | None = None
-    #: overlay (default: a qcow2 overlay on the base) or copy.
+    #: overlay (a qcow2 overlay on the base) or copy (a full copy).
     mode: pulumi.Input[str] | None = None
     #: sshd_config keyword -> value, winning over drop-ins (default: root login by password).
     sshd_settings: pulumi.Input[dict[str, str]] | None = None
     #: /etc/resolv.conf's resolvers (lab addresses only; default: none).
     nameservers: pulumi.Input[list[str]] | None = None
-    #: The guest's hostname (default lab-guest).
+    #: The guest's hostname.
     hostname: pulumi.Input[str] | None = None
     #: root's authorized SSH public keys.
     authorized_keys: pulumi.Input[list[str]] | None = None
     #: A static eth0 (default: none; the guest is configured at boot or on its console).
     network: pulumi.Input[NetworkArgs] | pulumi.Input[dict[str, Any]] | None = None
+
+
+def base_link_path(output: Path) -> Path:
+    """Where an overlay's base is linked, beside it (so the relative backing path works in
+    the container too, where only the work directory is mounted)."""
+    return output.with_name(output.stem + ".base" + output.suffix)
 
 
 def marker_path(output: Path) -> Path:
@@ -252,6 +256,9 @@ class CustomizedImageProvider(LabProvider):
         self._claim(out)
         started = time.monotonic()
         try:
+            # Imported here: programs and previews never customise an image.
+            from macvtap_provider.images import customize
+
             customize.BATCHER.run(spec)  # isolated, sharing launches with concurrent creates
         except BaseException:
             self._remove_files(out)

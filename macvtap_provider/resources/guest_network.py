@@ -22,6 +22,7 @@ from macvtap_provider.adapters.lab_host import LabHost, for_endpoint
 from macvtap_provider.builders import guest_config
 from macvtap_provider.builders.secrets import check_password
 from macvtap_provider.builders.validation import (
+    NETWORK_METHODS,
     check_choice,
     check_ifname,
     check_ipv4_interface,
@@ -44,7 +45,7 @@ from macvtap_provider.resources._base import (
 
 log = logging.getLogger(__name__)
 
-METHODS = ("console", "offline")
+METHODS = NETWORK_METHODS
 #: The probe containers' label (adapters.docker_api.PROBE_LABEL, value: the lab container).
 PROBE_LABEL = docker_api.PROBE_LABEL
 REACH_TIMEOUT_S = 180.0
@@ -121,7 +122,7 @@ class GuestNetworkArgs:
     method: pulumi.Input[str] | None = None
     #: Resolvers written by method console (lab addresses only).
     nameservers: pulumi.Input[list[str]] | None = None
-    #: The container's device that holds the address (default eth0).
+    #: The container's device that holds the address.
     container_dev: pulumi.Input[str] | None = None
     #: Docker endpoint of the container's host (default: the local socket).
     docker_host: pulumi.Input[str] | None = None

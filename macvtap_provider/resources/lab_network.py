@@ -69,7 +69,7 @@ class LabNetworkArgs:
     subnet: pulumi.Input[str]
     #: The bridge's address (default: the subnet's first host).
     gateway: pulumi.Input[str] | None = None
-    #: No route out of the network (default: True).
+    #: No route out of the network.
     internal: pulumi.Input[bool] | None = None
     #: Docker endpoint (unix://, tcp://, ssh://; default: the local socket).
     docker_host: pulumi.Input[str] | None = None

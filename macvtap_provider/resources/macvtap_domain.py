@@ -27,9 +27,12 @@ from macvtap_provider.adapters import libvirt_api
 from macvtap_provider.adapters.lab_host import VHOST_NET, LabHost, for_endpoint
 from macvtap_provider.builders import domain_xml, tap
 from macvtap_provider.builders.validation import (
+    DOMAIN_TYPES,
+    INTERFACE_TYPES,
     MACVTAP_MODES,
     MEMORY_MIB_RANGE,
     VCPU_RANGE,
+    VHOST_CHOICES,
     check_choice,
     check_ifname,
     check_int_range,
@@ -56,9 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONTAINER_STOPPED = "container-stopped"
-INTERFACE_TYPES = ("auto", "ethernet", "direct")
-VHOST_CHOICES = ("auto", "on", "off")
-DOMAIN_TYPES = ("auto", "kvm", "qemu")
 #: How long delete waits for qemu to release the disk after the domain is destroyed.
 RELEASE_TIMEOUT_S = 10.0
 
@@ -167,19 +167,19 @@ class MacvtapDomainArgs:
     container: pulumi.Input[str]
     #: The guest disk (a CustomizedImage's `path`).
     disk_path: pulumi.Input[str]
-    #: Guest memory in MiB (128-65536, default 512; changed in place with a restart).
+    #: Guest memory in MiB (128-65536; changed in place, with a restart).
     memory_mib: pulumi.Input[int] | None = None
-    #: Virtual CPUs (1-64, default 1; changed in place with a restart).
+    #: Virtual CPUs (1-64; changed in place, with a restart).
     vcpus: pulumi.Input[int] | None = None
     #: The NIC's MAC (default: derived from the name).
     mac: pulumi.Input[str] | None = None
-    #: The macvtap's parent device in the container (default eth0).
+    #: The macvtap's parent device in the container.
     source_dev: pulumi.Input[str] | None = None
-    #: macvtap mode: bridge (default), vepa, private or passthrough.
+    #: macvtap mode: bridge, vepa, private or passthrough.
     mode: pulumi.Input[str] | None = None
-    #: vhost-net: auto (default: when KVM and /dev/vhost-net), on or off.
+    #: vhost-net: on, off, or auto (on when KVM and /dev/vhost-net).
     vhost: pulumi.Input[str] | None = None
-    #: kvm, qemu (TCG) or auto (default: kvm only when a KVM guest really boots here).
+    #: kvm, qemu (TCG) or auto (kvm only when a KVM guest really boots on the host).
     domain_type: pulumi.Input[str] | None = None
     #: ethernet (provider-made macvtap), direct (libvirt's; one container per host) or auto.
     interface_type: pulumi.Input[str] | None = None

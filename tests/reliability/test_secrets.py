@@ -156,5 +156,7 @@ def test_a_refused_password_is_not_echoed_in_the_error(tmp_path: Path) -> None:
         cli.run("stack", "rm", "--yes", "--force")
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "root_password" in text and "newlines or NUL" in text, text[-3000:]
+    # Refused by the program's config check, before any resource: named as the user set it.
+    assert "stack config `rootPassword`" in text and "newlines or NUL" in text, text[-3000:]
+    assert "Traceback" not in text
     assert first not in text and second not in text

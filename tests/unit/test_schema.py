@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from macvtap_provider.compose import LabSettings
+from macvtap_provider.builders.lab_config import LabConfig
 from macvtap_provider.resources import (
     customized_image,
     generated_password,
@@ -92,7 +92,7 @@ CONFIG_DEFAULTS: dict[str, tuple[type, str]] = {
     "domainType": (macvtap_domain.MacvtapDomainSpec, "domain_type"),
     "interfaceType": (macvtap_domain.MacvtapDomainSpec, "interface_type"),
     "securityMode": (libvirt_container.LibvirtContainerSpec, "security_mode"),
-    "networkMethod": (LabSettings, "network_method"),
+    "networkMethod": (LabConfig, "network_method"),
 }
 #: Settings a project deliberately sets differently (documented in its Pulumi.yaml).
 OVERRIDES = {("stacks/multi/Pulumi.yaml", "memoryMib")}
