@@ -230,7 +230,8 @@ def exec_with_input(client: docker.DockerClient, name: str, cmd: list[str], data
             raw: Any = getattr(sock, "_sock", sock)
             raw.sendall(data)
             frames = docker.utils.socket.frames_iter(sock, tty=False)  # type: ignore[no-untyped-call]
-            out, err = docker.utils.socket.consume_socket_output(frames, demux=True)
+            demuxed = (docker.utils.socket.demux_adaptor(*frame) for frame in frames)
+            out, err = docker.utils.socket.consume_socket_output(demuxed, demux=True)
         finally:
             sock.close()
         code = api.exec_inspect(exec_id).get("ExitCode")
