@@ -113,6 +113,11 @@ def stack_config(name: str | None = None, extra: Sequence[Setting] = ()) -> Stac
                 setting, extras[setting.key], "config")
         except ConfigError as exc:
             raise LabConfigError(exc) from None
+    if extra_values.get(GUESTS.key) is not None:
+        try:  # room in the subnet for that many guests
+            lab_config.guest_addresses(checked, extra_values[GUESTS.key], "config")
+        except ConfigError as exc:
+            raise LabConfigError(exc) from None
     password = None
     if raw.get("rootPassword") is not None:
         password = pulumi.Config().get_secret("rootPassword")

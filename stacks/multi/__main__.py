@@ -9,11 +9,11 @@ import pulumi
 
 import macvtap_provider as mvt
 
-config = mvt.stack_config(extra=[mvt.GUESTS])  # every key checked before anything is made
+# Every key checked (the subnet's room for that many guests too) before anything is made.
+config = mvt.stack_config(extra=[mvt.GUESTS])
 count: int = config.extra["guests"]
 lab = mvt.Lab(mvt.lab_name(pulumi.get_project(), pulumi.get_stack()),
               root_password=config.root_password, config=config.lab)
-lab.guest_addresses(count)  # enough room in the subnet, checked before the first guest
 guests = [mvt.Guest(f"{lab.lab_name}-g{i}", lab) for i in range(count)]
 
 pulumi.export("guest_ips", [g.guest_ip for g in guests])
