@@ -174,6 +174,11 @@ def _cmd_images_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def remote_command(words: list[str]) -> list[str]:
+    """The command after `macvtap-lab ssh [options] --`."""
+    return words[1:] if words[:1] == ["--"] else words
+
+
 def _cmd_lab(args: argparse.Namespace) -> int:
     from macvtap_provider import operate
 
@@ -181,8 +186,7 @@ def _cmd_lab(args: argparse.Namespace) -> int:
     if args.command == "console":
         return operate.console(sel, login=args.login, force=args.force)
     if args.command == "ssh":
-        remote = args.remote[1:] if args.remote[:1] == ["--"] else args.remote
-        return operate.ssh(sel, remote, identity=args.identity)
+        return operate.ssh(sel, remote_command(args.remote), identity=args.identity)
     return operate.lab_status(sel)
 
 

@@ -246,3 +246,28 @@ def test_probe_script_targets_only_the_address() -> None:
     script = status.probe_script("10.213.5.10")
     assert "ping -c 1 -W 2 10.213.5.10" in script
     assert "/dev/tcp/10.213.5.10/22" in script
+
+
+def test_ssh_picks_the_users_key_that_the_image_authorises(tmp_path: Path) -> None:
+    from macvtap_provider.operate import _matching_key
+
+    for name, pub in (("id_rsa", "ssh-rsa BBBB other"), ("id_ed25519", "ssh-ed25519 AAAA me@x"),
+                      ("orphan", "ssh-ed25519 CCCC")):
+        (tmp_path / f"{name}.pub").write_text(pub + "\n")
+        if name != "orphan":
+            (tmp_path / name).write_text("PRIVATE\n")
+    assert _matching_key(("ssh-ed25519 AAAA me@host",), tmp_path) == tmp_path / "id_ed25519"
+    assert _matching_key(("ssh-ed25519 CCCC",), tmp_path) is None  # no private half
+    assert _matching_key(("ssh-ed25519 DDDD",), tmp_path) is None
+
+
+@pytest.mark.parametrize("argv,remote", [
+    (["ssh", "--", "ip", "-br", "addr"], ["ip", "-br", "addr"]),
+    (["ssh", "-s", "lab", "-g", "g1", "--", "exit 3"], ["exit 3"]),
+    (["ssh", "-s", "lab"], []),
+])
+def test_ssh_command_line(argv: list[str], remote: list[str]) -> None:
+    from macvtap_provider import cli
+
+    args = cli._build_parser().parse_args(argv)
+    assert cli.remote_command(args.remote) == remote
