@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import secrets
 import shutil
 import signal
@@ -131,16 +132,27 @@ def _probe(guest: GuestRecord) -> Iterator[Container]:
             probe = client.containers.run(
                 image, [str(PROBE_LIFETIME_S)], entrypoint=["sleep"], name=name, detach=True,
                 network=guest.network, labels={PROBE_LABEL: guest.container}, init=True)
+        owner = os.getpid()
         try:
             yield probe
         finally:
-            docker_api.remove_container(client, name)
+            if os.getpid() == owner:  # never from a forked child unwinding a copy of us
+                docker_api.remove_container(client, name)
 
 
 @contextlib.contextmanager
 def _finally_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the command through `finally` (so probes are removed)."""
+    """SIGTERM and SIGHUP end the command through `finally` (so probes are removed).
+
+    Only in this process: a child forked meanwhile (pyroute2 forks one to enter a netns,
+    and stops it with SIGTERM) inherits the handler and must not unwind our stack, which
+    would remove the probe from under us.
+    """
+    owner = os.getpid()
+
     def stop(signum: int, _frame: Any) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
         raise SystemExit(128 + signum)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
@@ -254,7 +266,8 @@ def read_live(guest: GuestRecord, probe: Container | None) -> status.LiveGuest:
 
 
 def lab_status(sel: Selection, out: TextIO | None = None) -> int:
-    """Print one table per guest; 0 when nothing drifted, 1 when something did."""
+    """Print one table per guest; exit 0 when all was read and as recorded, 1 when
+    something drifted, 3 when something could not be read (and nothing drifted)."""
     lab = open_lab(sel)
     stream = out or sys.stdout
     if not lab.guests:
@@ -262,7 +275,7 @@ def lab_status(sel: Selection, out: TextIO | None = None) -> int:
                             "state): bring the lab up first (`make up` or `pulumi up`)")
     wanted = [lab_view.pick_guest(lab.guests, sel.guest, lab.stack, "status")] if sel.guest \
         else lab.guests
-    drift = False
+    worst = status.EXIT_CLEAN
     with _finally_on_signals(), contextlib.ExitStack() as stack:
         probes: dict[tuple[str | None, str], Container | None] = {}
         for guest in wanted:
@@ -270,10 +283,11 @@ def lab_status(sel: Selection, out: TextIO | None = None) -> int:
             if where not in probes:
                 probes[where] = _try_probe(stack, guest)
             result = status.evaluate(guest, read_live(guest, probes[where]))
-            drift = drift or bool(result.drift)
+            if result.exit_code == status.EXIT_DRIFT or worst == status.EXIT_CLEAN:
+                worst = result.exit_code
             stream.write(status.render(result, lab.stack, lab.heal_command(),
                                        lab.console_command(guest)))
-    return 1 if drift else 0
+    return worst
 
 
 def _try_probe(stack: contextlib.ExitStack, guest: GuestRecord) -> Container | None:

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from macvtap_provider.builders.lab_view import GuestRecord
 
-OK, DRIFT, UNKNOWN = "ok", "DRIFT", "?"
+OK, DRIFT, UNKNOWN, NA = "ok", "DRIFT", "?", "n/a"
+#: `macvtap-lab status` exit codes: all read and as recorded, drift, something not read.
+EXIT_CLEAN, EXIT_DRIFT, EXIT_UNREAD = 0, 1, 3
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class Row:
     check: str
     recorded: str
     live: str
-    verdict: str  # OK, DRIFT or UNKNOWN
+    verdict: str  # OK, DRIFT, UNKNOWN (could not be read) or NA (does not apply)
     heal: str = ""  # "up" (refresh + up) or "console" (repair inside the guest)
 
 
@@ -49,6 +51,14 @@ class GuestStatus:
     @property
     def drift(self) -> tuple[Row, ...]:
         return tuple(r for r in self.rows if r.verdict == DRIFT)
+
+    @property
+    def unread(self) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if r.verdict == UNKNOWN)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_DRIFT if self.drift else EXIT_UNREAD if self.unread else EXIT_CLEAN
 
 
 def _yes_no(value: bool | None) -> str:
@@ -81,19 +91,20 @@ def evaluate(rec: GuestRecord, live: LiveGuest) -> GuestStatus:
     recorded_holds = None if rec.moved is None else not rec.moved
     holds_ok = None if live.container_holds_address is None else not live.container_holds_address
     holds = Row("address on container", _yes_no(recorded_holds),
-                _yes_no(live.container_holds_address), _verdict(holds_ok), "up")
+                _yes_no(live.container_holds_address),
+                _verdict(holds_ok) if rec.guest_ip else NA, "up")
     structural_drift = any(r.verdict == DRIFT for r in (container, state, macs, holds))
     tcp_ok = live.tcp22 if live.probed else None
     tcp = Row("TCP 22", "open" if rec.reachable else _bool(rec.reachable),
               "?" if tcp_ok is None else ("open" if tcp_ok else "closed"),
-              _verdict(tcp_ok), "up" if structural_drift else "console")
+              _verdict(tcp_ok) if rec.guest_ip else NA, "up" if structural_drift else "console")
     rows = (container, state, _ip_row(rec, live, structural_drift), macs, holds, tcp)
     return GuestStatus(rec, rows, live.notes)
 
 
 def _ip_row(rec: GuestRecord, live: LiveGuest, structural_drift: bool) -> Row:
     if rec.guest_ip is None:
-        return Row("guest IP", "-", "not probed (no GuestNetwork)", UNKNOWN)
+        return Row("guest IP", "-", "not probed (no GuestNetwork)", NA)
     if not live.probed:
         return Row("guest IP", rec.guest_ip, "?", UNKNOWN)
     heal = "up" if structural_drift else "console"
@@ -130,8 +141,9 @@ def render(status: GuestStatus, stack: str, up_command: str, console_command: st
     lines += [f"  note: {n}" for n in status.notes]
     drift = status.drift
     if not drift:
-        unknown = [r.check for r in status.rows if r.verdict == UNKNOWN]
-        lines.append("  no drift" + (f" (not read: {', '.join(unknown)})" if unknown else ""))
+        unread = [r.check for r in status.unread]
+        lines.append(f"  no drift seen, but not read: {', '.join(unread)}" if unread
+                     else "  no drift")
     else:
         lines.append(f"  drift: {', '.join(r.check for r in drift)}")
         for command in heal_commands(status, up_command, console_command):

@@ -183,6 +183,7 @@ def verdicts(live: status.LiveGuest) -> dict[str, str]:
 def test_a_healthy_guest_has_no_drift(golden: Callable[[str, str], None]) -> None:
     result = status.evaluate(REC, HEALTHY)
     assert set(verdicts(HEALTHY).values()) == {status.OK}
+    assert result.exit_code == status.EXIT_CLEAN
     golden("status_clean.txt", status.render(result, "s", UP, CONSOLE))
 
 
@@ -215,6 +216,7 @@ def test_the_address_back_on_the_container_is_drift_healed_by_up(
 def test_drift_rules(change: dict[str, Any], drifted: set[str], heal: list[str]) -> None:
     result = status.evaluate(REC, status.LiveGuest(**{**HEALTHY.__dict__, **change}))
     assert {r.check for r in result.drift} == drifted
+    assert result.exit_code == status.EXIT_DRIFT
     assert status.heal_commands(result, "up", "console") == heal
 
 
@@ -222,9 +224,19 @@ def test_what_could_not_be_read_is_unknown_not_drift() -> None:
     live = status.LiveGuest(container="running", notes=("libvirtd does not answer",))
     result = status.evaluate(REC, live)
     assert not result.drift
+    assert result.exit_code == status.EXIT_UNREAD
     text = status.render(result, "s", UP, CONSOLE)
     assert "note: libvirtd does not answer" in text
-    assert "no drift (not read: domain state, guest IP, mac_matches" in text
+    assert "no drift seen, but not read: domain state, guest IP, mac_matches" in text
+
+
+def test_a_guest_without_network_has_nothing_to_probe() -> None:
+    [rec] = lab_view.guests_from_resources([domain("bare", "/d.qcow2")])
+    result = status.evaluate(rec, status.LiveGuest(**{**HEALTHY.__dict__, "probed": False,
+                                                      "container_holds_address": None}))
+    assert [r.check for r in result.rows if r.verdict == status.NA] == \
+        ["guest IP", "address on container", "TCP 22"]
+    assert result.exit_code == status.EXIT_CLEAN
 
 
 @pytest.mark.parametrize("output,expected", [
@@ -271,3 +283,32 @@ def test_ssh_command_line(argv: list[str], remote: list[str]) -> None:
 
     args = cli._build_parser().parse_args(argv)
     assert cli.remote_command(args.remote) == remote
+
+
+SIGTERM_CHILD = """
+import os, signal, sys, time
+from macvtap_provider.operate import _finally_on_signals
+with _finally_on_signals():
+    try:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+    finally:
+        print("finally in", "parent" if os.getpid() != pid else "child", flush=True)
+"""
+
+
+def test_a_forked_child_killed_by_sigterm_does_not_unwind_our_stack() -> None:
+    """pyroute2 forks a child to enter a netns and stops it with SIGTERM; the handler the
+    commands install must not run the parent's `finally` (which removes the probe) there."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_CHILD], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert proc.stdout.splitlines() == ["child exit 143", "finally in parent"], proc
