@@ -10,8 +10,11 @@ Pulumi program (which only declares resources) does not load it.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import secrets
+import tarfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -210,6 +213,22 @@ def exec_in(client: docker.DockerClient, name: str, cmd: list[str],
     return int(result.exit_code), output
 
 
+def put_file(client: docker.DockerClient, name: str, path: str, data: bytes,
+             mode: int = 0o600) -> None:
+    """Write a file into a running container through the API (its directory is made
+    0700 when missing): the content never appears in argv, env or `docker inspect`."""
+    directory, _, filename = path.rpartition("/")
+    exec_in(client, name, ["mkdir", "-p", "-m", "0700", directory or "/"])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(filename)
+        info.size, info.mode = len(data), mode
+        tar.addfile(info, io.BytesIO(data))
+    log.debug("docker cp (%d bytes) %s:%s", len(data), name, path)
+    with translate_errors(f"copying a file into container {name!r}"):
+        client.containers.get(name).put_archive(directory or "/", buf.getvalue())
+
+
 def exec_with_input(client: docker.DockerClient, name: str, cmd: list[str], data: bytes,
                     timeout_s: int | None = None) -> tuple[int, str, str]:
     """Run a command in a container with `data` written to its stdin.
@@ -242,12 +261,13 @@ def exec_with_input(client: docker.DockerClient, name: str, cmd: list[str], data
 @contextlib.contextmanager
 def probe_container(client: docker.DockerClient, image: str, *, owner: str,
                     network: str | None = None, name_prefix: str = "macvtap-lab-probe-",
-                    **kwargs: Any) -> Iterator[ContainerInfo]:
+                    lifetime_s: int = PROBE_SLEEP_S, **kwargs: Any) -> Iterator[ContainerInfo]:
     """A throw-away container running `sleep` (docker's init in front), removed on exit.
 
     The one helper for every probe: on `network` (None: no network at all), labelled
-    `PROBE_LABEL=owner` so a leftover can be found. `kwargs` are extra docker-py
-    `containers.create` arguments (security settings for the doctor's probes).
+    `PROBE_LABEL=owner` so a leftover can be found; it ends by itself after `lifetime_s`
+    if its creator dies first. `kwargs` are extra docker-py `containers.create` arguments
+    (security settings for the doctor's probes).
 
     Raises:
         NotFoundError: The image does not exist on that docker host.
@@ -256,7 +276,7 @@ def probe_container(client: docker.DockerClient, image: str, *, owner: str,
     """
     name = f"{name_prefix}{secrets.token_hex(4)}"
     options: dict[str, Any] = {
-        "name": name, "command": [str(PROBE_SLEEP_S)], "entrypoint": ["sleep"],
+        "name": name, "command": [str(lifetime_s)], "entrypoint": ["sleep"],
         "labels": {PROBE_LABEL: owner}, "detach": True, "init": True, **kwargs}
     if network:
         options["network"] = network
@@ -264,6 +284,7 @@ def probe_container(client: docker.DockerClient, image: str, *, owner: str,
         options["network_mode"] = "none"
     log.debug("docker run %s from %s (probe for %s, network %s)", name, image, owner,
               network or "none")
+    creator = os.getpid()
     try:
         with translate_errors(f"probe container {name}"):
             container = client.containers.create(image, **options)
@@ -271,9 +292,11 @@ def probe_container(client: docker.DockerClient, image: str, *, owner: str,
             container.reload()
         yield _info(container)
     finally:
-        # create may have succeeded on the daemon although the call raised.
+        # create may have succeeded on the daemon although the call raised. Never from a
+        # forked child unwinding a copy of this stack (pyroute2 forks to enter a netns).
         try:
-            remove_container(client, name)
+            if os.getpid() == creator:
+                remove_container(client, name)
         except (DockerError, DaemonUnreachableError) as exc:
             log.warning("could not remove probe container %s: %s (remove it with docker "
                         "rm -f)", name, exc)
