@@ -309,11 +309,8 @@ def guest_phases(boot: GuestBoot) -> dict[str, float | None]:
 
 def prepare_clones(image: Path, tmp: Path, count: int, password: str) -> list[Path]:
     """`count` clones of `image`, customised as a lab does, in one appliance launch."""
-    from macvtap_provider.resources.customized_image import (
-        CustomizedImageSpec,
-        StaticNetwork,
-        build_images,
-    )
+    from macvtap_provider.images.customize import build_images
+    from macvtap_provider.resources.customized_image import CustomizedImageSpec, StaticNetwork
 
     specs = [CustomizedImageSpec(
         base_image=image, output_path=tmp / f"guest-{i}.qcow2", root_password=password,
