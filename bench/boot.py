@@ -42,7 +42,7 @@ import pexpect
 
 from bench.common import BenchError, say, token
 from macvtap_provider.adapters.kvm import kvm_usable
-from macvtap_provider.images.boot import BootRecord, read_boot_record
+from macvtap_provider.boot_record import BootRecord, read_boot_record
 
 #: The lab guest's static address on qemu's user network (its defaults) and the password.
 GUEST_ADDRESS, GUEST_GATEWAY = "10.0.2.15", "10.0.2.2"

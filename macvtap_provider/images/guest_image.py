@@ -28,6 +28,7 @@ from typing import Any, cast
 import docker.errors
 
 from macvtap_provider.adapters.docker_api import docker_client
+from macvtap_provider.boot_record import INITRD_SUFFIX, KERNEL_SUFFIX, sidecar_path
 from macvtap_provider.errors import GuestfsError, ImageBuildError
 from macvtap_provider.images.base import (
     RECIPE_LABEL,
@@ -38,7 +39,6 @@ from macvtap_provider.images.base import (
     remove_tree,
     run_logged,
 )
-from macvtap_provider.images.boot import INITRD_SUFFIX, KERNEL_SUFFIX, sidecar_path
 from macvtap_provider.paths import cache_dir
 
 log = logging.getLogger(__name__)

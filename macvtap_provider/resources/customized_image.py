@@ -21,6 +21,7 @@ from pulumi.dynamic import CreateResult, ReadResult, Resource
 
 from macvtap_provider import paths
 from macvtap_provider.adapters import qemu_img
+from macvtap_provider.boot_record import boot_files_beside, read_boot_record
 from macvtap_provider.builders import guest_config
 from macvtap_provider.builders.secrets import check_password, customization_digest, new_salt
 from macvtap_provider.builders.validation import (
@@ -236,6 +237,13 @@ class CustomizedImageProvider(LabProvider):
         return props
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
+        old_base, new_base = olds.get("base_image"), news.get("base_image")
+        if (old_base != new_base and isinstance(old_base, str) and isinstance(new_base, str)
+                and paths.is_default_guest_image(old_base)
+                and paths.is_default_guest_image(new_base)):
+            # A new default image (a library upgrade changed its recipe) is for new
+            # guests: an existing one keeps its base, linked beside its overlay.
+            news = {**news, "base_image": old_base}
         result = super().diff(id_, olds, news)
         # The password is not in the state: compare its salted digest instead.
         pw = news.get("root_password")
@@ -266,7 +274,9 @@ class CustomizedImageProvider(LabProvider):
         log.info("image %s customised in %.1fs", out, time.monotonic() - started)
         salt = new_salt()
         outs = {k: v for k, v in props.items() if k != "root_password"}
+        record = read_boot_record(spec.base_image)
         outs.update(self._describe(out), salt=salt,
+                    kernel_cmdline=record.cmdline if record is not None else "",
                     digest=customization_digest(public_fields(props), spec.root_password, salt))
         return CreateResult(str(out), outs)
 
@@ -288,9 +298,12 @@ class CustomizedImageProvider(LabProvider):
     @staticmethod
     def _describe(out: Path) -> dict[str, Any]:
         info = qemu_img.info(out)
+        kernel, initrd = boot_files_beside(out)
         return {"path": str(out), "format": info.get("format"),
                 "virtual_size": int(info.get("virtual-size") or 0),
-                "backing_file": info.get("backing-filename") or ""}
+                "backing_file": info.get("backing-filename") or "",
+                "kernel_path": str(kernel) if kernel.exists() else "",
+                "initrd_path": str(initrd) if initrd.exists() else ""}
 
     # -- read / delete --------------------------------------------------------------------
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -310,7 +323,8 @@ class CustomizedImageProvider(LabProvider):
 
     @staticmethod
     def _remove_files(out: Path) -> None:
-        for path in (out, base_link_path(out), out.with_name(out.name + ".tmp"), marker_path(out)):
+        for path in (out, base_link_path(out), out.with_name(out.name + ".tmp"), marker_path(out),
+                     *boot_files_beside(out)):
             path.unlink(missing_ok=True)
         paths.prune_empty_dirs(out.parent, levels=2)  # images/ and the work dir
 
@@ -340,6 +354,13 @@ class CustomizedImage(Resource, module="macvtap", name="CustomizedImage"):
     digest: pulumi.Output[str]
     #: The digest's salt.
     salt: pulumi.Output[str]
+    #: For direct kernel boot (MacvtapDomain `kernel`): the base's kernel, linked beside
+    #: the disk; "" when the base has no boot record (a cloud image boots its own way).
+    kernel_path: pulumi.Output[str]
+    #: The matching initramfs beside the disk ("" when none).
+    initrd_path: pulumi.Output[str]
+    #: The kernel command line of the base's boot record ("" when none).
+    kernel_cmdline: pulumi.Output[str]
 
     def __init__(self, resource_name: str, args: CustomizedImageArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:

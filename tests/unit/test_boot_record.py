@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from macvtap_provider.images import boot
+from macvtap_provider import boot_record as boot
 
 pytestmark = pytest.mark.unit
 
@@ -49,16 +49,13 @@ def test_missing_files_mean_disk_boot(tmp_path: Path) -> None:
     assert boot.read_boot_record(image) is None
 
 
-def test_files_are_placed_beside_a_disk_and_removed(tmp_path: Path) -> None:
-    image = _image(tmp_path, {"kernel": "g.vmlinuz", "initrd": "g.initrd", "cmdline": "c"})
-    record = boot.read_boot_record(image)
-    assert record is not None
-    disk = tmp_path / "lab" / "images" / "guest.qcow2"
-    disk.parent.mkdir(parents=True)
-    kernel, initrd = boot.place_boot_files(record, disk)
+def test_files_beside_a_disk_and_their_removal(tmp_path: Path) -> None:
+    disk = tmp_path / "images" / "guest.qcow2"
+    disk.parent.mkdir()
+    kernel, initrd = boot.boot_files_beside(disk)
     assert (kernel, initrd) == (disk.with_suffix(".vmlinuz"), disk.with_suffix(".initrd"))
-    assert kernel.stat().st_ino == record.kernel.stat().st_ino  # a link, not a copy
-    boot.place_boot_files(record, disk)  # again: replaces, does not fail
+    kernel.write_bytes(b"k")
+    initrd.write_bytes(b"i")
     boot.remove_boot_files(disk)
     assert not kernel.exists() and not initrd.exists()
     boot.remove_boot_files(disk)  # already gone is fine

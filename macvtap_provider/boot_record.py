@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,25 +63,6 @@ def boot_files_beside(disk: Path) -> tuple[Path, Path]:
     libvirt container, which mounts only the lab's work directory, sees them too)."""
     return (disk.with_name(disk.stem + KERNEL_SUFFIX),
             disk.with_name(disk.stem + INITRD_SUFFIX))
-
-
-def place_boot_files(record: BootRecord, disk: Path) -> tuple[Path, Path | None]:
-    """Link (or copy, across filesystems) the record's kernel and initrd beside `disk`.
-
-    Returns:
-        The kernel's and the initrd's new paths (initrd None when the record has none).
-    """
-    kernel_to, initrd_to = boot_files_beside(disk)
-    pairs = [(record.kernel, kernel_to)]
-    if record.initrd is not None:
-        pairs.append((record.initrd, initrd_to))
-    for source, target in pairs:
-        target.unlink(missing_ok=True)
-        try:
-            os.link(source, target)  # same inode: only ever read
-        except OSError:
-            subprocess.run(["cp", "--reflink=auto", str(source), str(target)], check=True)
-    return kernel_to, initrd_to if record.initrd is not None else None
 
 
 def remove_boot_files(disk: Path) -> None:
