@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 
-from macvtap_provider import faults
+from macvtap_provider import boot_log, faults
 from macvtap_provider.adapters import libvirt_api
 from macvtap_provider.adapters.lab_host import VHOST_NET, LabHost, for_endpoint
 from macvtap_provider.builders import domain_xml, tap
@@ -287,6 +287,7 @@ class MacvtapDomainProvider(LabProvider):
                          accel.domain_type, spec.memory_mib, spec.interface_type,
                          "kernel" if boot is not None else "disk")
                 libvirt_api.start(dom)
+                boot_log.record(boot_log.STARTED, spec.owner)
             except BaseException:
                 # Leave nothing half made: no defined-but-dead domain, no orphan link.
                 with contextlib.suppress(Exception):
@@ -432,6 +433,7 @@ class MacvtapDomainProvider(LabProvider):
                 libvirt_api.stop(dom)
             if not libvirt_api.is_active(dom):
                 libvirt_api.start(dom)
+                boot_log.record(boot_log.STARTED, spec.owner)
             return UpdateResult(self._outs(news, spec, host, dom, link_name))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
