@@ -275,14 +275,18 @@ def read_guest_clock(console: Console, password: str, boot: GuestBoot) -> None:
     child.sendline(password)
     if child.expect([r"[#$] ?$", "Login incorrect"], timeout=60) != 0:
         raise BenchError("guest boot: root login on the serial console was refused")
-    child.sendline(f"export PS1='{PROMPT}' TERM=dumb SYSTEMD_PAGER=; stty -echo")
+    # Quoted apart, so that the echo of this line does not look like the prompt.
+    half = len(PROMPT) // 2
+    child.sendline(f"stty -echo; export PS1='{PROMPT[:half]}''{PROMPT[half:]}' TERM=dumb "
+                   "SYSTEMD_PAGER=")
     child.expect_exact(PROMPT, timeout=60)
     # The line's arrival on the host's clock against the guest's uptime: the clocks' offset.
     child.sendline("cat /proc/uptime")
-    child.expect(r"(\d+\.\d+) \d+\.\d+\r?\n", timeout=60)
+    child.expect(r"(\d+\.\d+) \d+\.\d+\r*\n", timeout=60)
     boot.kernel_start_s = round(console.now() - float(child.match.group(1)), 2)
+    child.expect_exact(PROMPT, timeout=60)
     child.sendline("dmesg | grep -m1 ' as init process'; systemctl show "
-                   "-p UserspaceTimestampMonotonic --value; echo BENCH-END")
+                   "-p UserspaceTimestampMonotonic --value; echo BENCH''-END")
     child.expect_exact("BENCH-END", timeout=60)
     for line in (child.before or b"").decode(errors="replace").splitlines():
         line = line.strip()
