@@ -2,7 +2,8 @@
 
 Both boot under plain qemu on this host with the machine and devices a lab's domain gets
 (i440fx, the accelerator the providers pick, the lab's memory and vCPUs, a virtio disk, a
-virtio NIC, a USB controller as libvirt adds, the serial port read as it prints), one after
+virtio NIC, a virtio RNG, a USB controller as libvirt adds, the serial port read as it
+prints), one after
 the other, alternating, `reps` times each:
 
 - guest: a fresh clone of the default guest image for every boot, customised as a lab
@@ -111,6 +112,8 @@ class Machine:
                 "-drive", f"file={disk},if=none,id=d0,format=qcow2",
                 "-device", "virtio-blk-pci,drive=d0",
                 "-netdev", net, "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56",
+                "-object", "rng-random,filename=/dev/urandom,id=rng0",
+                "-device", "virtio-rng-pci,rng=rng0",
                 "-chardev", "stdio,id=s0,signal=off", "-serial", "chardev:s0"]
 
 

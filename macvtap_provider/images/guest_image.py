@@ -63,9 +63,10 @@ KERNEL_CMDLINE = f"root=LABEL={ROOT_LABEL} rw console=ttyS0,115200n8 net.ifnames
 SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
 HOSTKEYS_UNIT = "macvtap-lab-ssh-hostkeys.service"
 #: The small initramfs for direct kernel boot (path in the guest) and what it loads: the
-#: virtio disk for the root, and the virtio NIC so that eth0 exists before ifupdown runs.
+#: virtio disk for the root, the virtio NIC so that eth0 exists before ifupdown runs, and
+#: the virtio RNG (the domain's host entropy) so that sshd's getrandom() never waits.
 LAB_INITRD = "/boot/initrd.img-lab"
-LAB_INITRD_MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
+LAB_INITRD_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_rng")
 #: Marks the throw-away build container (value: the build lock's name).
 BUILD_LABEL = "org.macvtap-lab.guest-build"
 
@@ -207,11 +208,27 @@ Before=shutdown.target
 [Service]
 ExecStartPre=
 """
-UDEV_AFTER_DROPIN = """\
-# macvtap-lab: coldplug devices once sshd and the serial getty run (the initramfs already
+AFTER_SSH_DROPIN = """\
+# macvtap-lab: start once sshd and the serial getty run. On one TCG vCPU whatever runs
+# beside them delays them; nothing here is needed to log in (the initramfs already
 # loaded the disk and NIC drivers; the kernel queues uevents until udevd reads them).
 [Unit]
 After=ssh.service serial-getty@ttyS0.service
+"""
+#: Units of sysinit.target that sshd and the getty do not need, started after them: udev
+#: and its coldplug, tmpfiles (static device nodes, /tmp, utmp), the journal's move to
+#: disk, module-backed device nodes, the utmp boot record.
+AFTER_SSH_UNITS = (
+    "systemd-udevd.service", "systemd-udev-trigger.service", "systemd-tmpfiles-setup.service",
+    "systemd-tmpfiles-setup-dev.service", "systemd-journal-flush.service",
+    "kmod-static-nodes.service", "modprobe@.service", "systemd-update-utmp.service",
+)
+#: sshd serves its Ed25519 key only: loading the ECDSA and RSA keys costs a TCG guest's
+#: sshd about 0.5 s at every start, and every client of the last ten years speaks
+#: Ed25519. (CustomizedImage keeps making all three; `sshd_settings` can add HostKeys.)
+SSHD_HOSTKEY_DROPIN = """\
+# macvtap-lab: serve the Ed25519 host key only (fast sshd start under TCG).
+HostKey /etc/ssh/ssh_host_ed25519_key
 """
 # ifupdown-pre.service runs `udevadm settle` after udev's coldplug so that NICs have
 # their drivers; ours come from the initramfs. This one settles only when an interface
@@ -245,7 +262,7 @@ SERIAL_GETTY_UNIT = """\
 Description=Serial Getty on %I (macvtap-lab: early, without udev)
 Documentation=man:agetty(8) man:systemd-getty-generator(8)
 DefaultDependencies=no
-After=local-fs.target systemd-tmpfiles-setup.service
+After=local-fs.target
 Before=getty.target shutdown.target rescue.service
 Conflicts=shutdown.target rescue.service
 IgnoreOnIsolate=yes
@@ -313,8 +330,9 @@ def guest_files() -> dict[str, str]:
         "/etc/network/interfaces": INTERFACES,
         f"/etc/systemd/system/{HOSTKEYS_UNIT}": HOSTKEYS_UNIT_TEXT,
         "/etc/systemd/system/ssh.service.d/macvtap-lab.conf": SSH_DROPIN,
-        "/etc/systemd/system/systemd-udev-trigger.service.d/macvtap-lab.conf": UDEV_AFTER_DROPIN,
-        "/etc/systemd/system/systemd-udevd.service.d/macvtap-lab.conf": UDEV_AFTER_DROPIN,
+        **{f"/etc/systemd/system/{unit}.d/macvtap-lab.conf": AFTER_SSH_DROPIN
+           for unit in AFTER_SSH_UNITS},
+        "/etc/ssh/sshd_config.d/macvtap-lab-hostkey.conf": SSHD_HOSTKEY_DROPIN,
         "/etc/systemd/system/ifupdown-pre.service": IFUPDOWN_PRE_UNIT,
         "/usr/local/lib/macvtap-lab/ifupdown-pre": IFUPDOWN_PRE_SCRIPT,
         "/etc/systemd/system/serial-getty@ttyS0.service": SERIAL_GETTY_UNIT,

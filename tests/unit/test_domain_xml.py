@@ -150,6 +150,13 @@ def test_build_is_deterministic() -> None:
     assert build_domain_xml(spec) == build_domain_xml(spec)
 
 
+def test_every_domain_gets_host_entropy() -> None:
+    rng = _at(_tree(build_domain_xml(SPECS["domain_ethernet_qemu.xml"])), "devices/rng")
+    assert rng.get("model") == "virtio"
+    backend = _at(rng, "backend")
+    assert (backend.get("model"), backend.text) == ("random", "/dev/urandom")
+
+
 # -- how it boots ---------------------------------------------------------------------------
 def test_disk_boot_by_default() -> None:
     os_el = _at(_tree(build_domain_xml(SPECS["domain_ethernet_qemu.xml"])), "os")

@@ -236,7 +236,7 @@ def test_kernel_cmdline_is_quiet_and_mounts_the_root_read_write() -> None:
 def test_lab_initramfs_is_built_from_busybox_and_the_virtio_modules() -> None:
     script = guest_image.INSTALL_SCRIPT
     assert f"> {guest_image.LAB_INITRD}" in script
-    assert "for m in virtio_pci virtio_blk virtio_net;" in script
+    assert "for m in virtio_pci virtio_blk virtio_net virtio_rng;" in script
     assert "cpio -o -H newc" in script
     # busybox is a build tool only: purged once the initramfs holds its copy.
     assert "apt-get purge -y busybox-static" in script
@@ -259,12 +259,16 @@ def test_sshd_and_the_console_do_not_wait_for_udev() -> None:
     ssh = files["/etc/systemd/system/ssh.service.d/macvtap-lab.conf"]
     assert "DefaultDependencies=no" in ssh and "ExecStartPre=\n" in ssh
     assert "Conflicts=shutdown.target" in ssh
-    for unit in ("systemd-udev-trigger", "systemd-udevd"):
-        dropin = files[f"/etc/systemd/system/{unit}.service.d/macvtap-lab.conf"]
+    for unit in ("systemd-udev-trigger.service", "systemd-udevd.service",
+                 "systemd-tmpfiles-setup.service", "modprobe@.service"):
+        dropin = files[f"/etc/systemd/system/{unit}.d/macvtap-lab.conf"]
         assert "After=ssh.service serial-getty@ttyS0.service" in dropin
     getty = files["/etc/systemd/system/serial-getty@ttyS0.service"]
     assert "BindsTo" not in getty and "Type=idle" not in getty
     assert "DefaultDependencies=no" in getty
+    assert "After=local-fs.target\n" in getty  # not after tmpfiles: those wait for it
+    assert "HostKey /etc/ssh/ssh_host_ed25519_key\n" in files[
+        "/etc/ssh/sshd_config.d/macvtap-lab-hostkey.conf"]
     hostkeys = files[f"/etc/systemd/system/{guest_image.HOSTKEYS_UNIT}"]
     assert "DefaultDependencies=no" in hostkeys
     assert "ConditionPathExists=|!/etc/ssh/ssh_host_ed25519_key" in hostkeys
