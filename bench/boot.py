@@ -74,11 +74,23 @@ int main(void) {
 """
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) a process has used: the work a TCG boot
+    took, less sensitive to other load on the machine than the wall clock."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+
+
 @dataclass
 class GuestBoot:
     """One boot of the guest: host seconds since qemu started, guest clock readings."""
 
     sshd_s: float
+    #: qemu's CPU seconds when the banner came.
+    sshd_cpu_s: float | None = None
     login_prompt_s: float | None = None
     kernel_start_s: float | None = None  # host time of the guest clock's zero
     run_init_s: float | None = None  # guest clock: first userspace process
@@ -91,6 +103,7 @@ class GuestBoot:
 class BareBoot:
     userspace_s: float  # host seconds since qemu started
     kernel_start_s: float
+    userspace_cpu_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -210,14 +223,16 @@ def running(argv: list[str]) -> Iterator[Console]:
         console.close()
 
 
-def wait_banner(port: int, started: float, stop: threading.Event, result: list[float]) -> None:
-    """Poll 127.0.0.1:`port` until it sends an SSH banner; append the host time to result."""
+def wait_banner(port: int, console: Console, stop: threading.Event,
+                result: list[float | None]) -> None:
+    """Poll 127.0.0.1:`port` until it sends an SSH banner; append the host time and qemu's
+    CPU seconds to result."""
     while not stop.is_set():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 s.settimeout(5)
                 if s.recv(64).startswith(b"SSH-"):
-                    result.append(time.monotonic() - started)
+                    result += [console.now(), cpu_seconds(console.child.pid)]
                     return
         except OSError:
             pass
@@ -232,9 +247,9 @@ def boot_bare(machine: Machine, kernel: Path, initramfs: Path, disk: Path) -> Ba
         if found is None:
             raise BenchError(f"bare boot: no userspace mark within {BOOT_TIMEOUT_S}s:\n  "
                              + console.tail())
-        at = console.now()
+        at, cpu = console.now(), cpu_seconds(console.child.pid)
         monotonic = float(found.group(1))
-    return BareBoot(round(at, 2), round(at - monotonic, 2))
+    return BareBoot(round(at, 2), round(at - monotonic, 2), cpu)
 
 
 def boot_guest(machine: Machine, disk: Path, record: BootRecord | None,
@@ -245,9 +260,9 @@ def boot_guest(machine: Machine, disk: Path, record: BootRecord | None,
         argv += ["-kernel", str(record.kernel), "-append", record.cmdline]
         if record.initrd is not None:
             argv += ["-initrd", str(record.initrd)]
-    stop, banner = threading.Event(), list[float]()
+    stop, banner = threading.Event(), list[float | None]()
     with running(argv) as console:
-        prober = threading.Thread(target=wait_banner, args=(port, console.started, stop, banner),
+        prober = threading.Thread(target=wait_banner, args=(port, console, stop, banner),
                                   daemon=True)
         prober.start()
         try:
@@ -262,7 +277,9 @@ def boot_guest(machine: Machine, disk: Path, record: BootRecord | None,
             if login is None:
                 raise BenchError("guest boot: no login prompt on the serial console:\n  "
                                  + console.tail())
-            boot = GuestBoot(sshd_s=round(banner[0], 2), login_prompt_s=round(login_at or 0, 2))
+            assert banner[0] is not None
+            boot = GuestBoot(sshd_s=round(banner[0], 2), sshd_cpu_s=banner[1],
+                             login_prompt_s=round(login_at or 0, 2))
             read_guest_clock(console, password, boot)
         finally:
             stop.set()
@@ -385,6 +402,8 @@ def measure(image: Path, reps: int = 3, machine: Machine | None = None) -> dict[
         "guest_sshd_s": guest_s, "bare_userspace_s": bare_s,
         "guest_login_prompt_s": median_or_none([g.login_prompt_s for g in guest]),
         "bare_kernel_start_s": median_or_none([b.kernel_start_s for b in bare]),
+        "guest_sshd_cpu_s": median_or_none([g.sshd_cpu_s for g in guest]),
+        "bare_userspace_cpu_s": median_or_none([b.userspace_cpu_s for b in bare]),
         "phases": phases, "ratio": None if not bare_s or guest_s is None else guest_s / bare_s,
         "runs": {"guest": [asdict(g) for g in guest], "bare": [asdict(b) for b in bare]},
     }
@@ -400,7 +419,9 @@ def render(fig: dict[str, Any]) -> str:
             ("initramfs", p.get("initramfs"), None),
             ("systemd to sshd", p.get("systemd_to_sshd"), None),
             ("total: sshd / bare userspace", fig["guest_sshd_s"], fig["bare_userspace_s"]),
-            ("(serial login prompt)", fig["guest_login_prompt_s"], None)]
+            ("(serial login prompt)", fig["guest_login_prompt_s"], None),
+            ("(qemu CPU seconds to the total)", fig["guest_sshd_cpu_s"],
+             fig["bare_userspace_cpu_s"])]
 
     def cell(v: float | None) -> str:
         return f"{'-' if v is None else f'{v:.2f} s':>12}"
