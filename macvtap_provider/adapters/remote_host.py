@@ -85,10 +85,16 @@ class RemoteFiles:
     def __init__(self, host: RemoteHost) -> None:
         self.host = host
 
-    def _run(self, path: str, script: str, *args: str) -> tuple[int, str]:
-        top = "/" + path.strip("/").split("/", 1)[0]
-        with self.host.helper({top: {"bind": top, "mode": "rw"}}) as (client, name):
+    def run(self, paths: list[str], script: str, *args: str) -> tuple[int, str]:
+        """Run `sh -c script sh args...` in a helper that bind-mounts the top directory of
+        each of `paths` (/var for /var/lib/...) at the same place."""
+        tops = {"/" + path.strip("/").split("/", 1)[0] for path in paths}
+        with self.host.helper({top: {"bind": top, "mode": "rw"} for top in tops}) as (client,
+                                                                                    name):
             return docker_api.exec_in(client, name, ["sh", "-c", script, "sh", *args])
+
+    def _run(self, path: str, script: str, *args: str) -> tuple[int, str]:
+        return self.run([path], script, *args)
 
     def exists(self, path: str) -> bool:
         return self._run(path, 'test -e "$1"', path)[0] == 0

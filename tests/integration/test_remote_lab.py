@@ -1,5 +1,6 @@
 """The providers against a simulated remote host, given only `docker_host=ssh://...` with
-its key and known-hosts file: network, libvirt container (image uploaded once), a domain
+its key and known-hosts file: network, libvirt container (image uploaded once), a disk
+customised here and uploaded there (its base once, by sha256), a domain
 with its macvtap made by `ip` in the container there and the KVM decision taken there;
 read sees them, delete leaves nothing on that host; nothing of it exists on this machine."""
 
@@ -12,17 +13,18 @@ from urllib.parse import quote
 import docker
 import pytest
 
-from macvtap_provider.adapters import lab_host, remote
+from macvtap_provider.adapters import lab_host, remote_disk
 from macvtap_provider.adapters.remote_host import RemoteHost
-from macvtap_provider.images.libvirt_image import ensure_libvirt_image
 from macvtap_provider.paths import default_guest_image
+from macvtap_provider.resources.customized_image import CustomizedImageProvider, sha256_file
 from macvtap_provider.resources.lab_network import LabNetworkProvider
 from macvtap_provider.resources.libvirt_container import LibvirtContainerProvider
 from macvtap_provider.resources.macvtap_domain import MacvtapDomainProvider
 from tests.integration.conftest import checked
 from tests.simhost import SimHost, SimHosts
 
-pytestmark = [pytest.mark.docker, pytest.mark.libvirt, pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.libvirt, pytest.mark.guestfs, pytest.mark.netns,
+              pytest.mark.slow]
 
 
 def docker_host_of(host: SimHost) -> str:
@@ -38,10 +40,11 @@ def test_a_lab_on_a_remote_host_goes_over_the_wire_only(sim_hosts: SimHosts) -> 
     work = f"/var/lib/macvtap-lab/mvtt-rl-{suffix}"
     disk = f"{work}/disk.qcow2"
     netp, conp, domp = LabNetworkProvider(), LibvirtContainerProvider(), MacvtapDomainProvider()
+    imgp = CustomizedImageProvider()
     net_in = checked(netp, {"name": f"mvtt-rl-{suffix}", "subnet": "10.213.107.0/24",
                             "docker_host": endpoint})
     net = netp.create(net_in)
-    con = dom = None
+    con = dom = img = None
     try:
         con_in = checked(conp, {"name": f"mvtt-rl-lv-{suffix}", "network": net_in["name"],
                                 "work_dir": work, "docker_host": endpoint})
@@ -50,9 +53,13 @@ def test_a_lab_on_a_remote_host_goes_over_the_wire_only(sim_hosts: SimHosts) -> 
         assert not Path(work).exists()
         assert not docker.from_env().containers.list(all=True, filters={"id": con.id})
         assert conp.read(con.id, con.outs).id == con.id
-        with remote.docker_client(lab_host.for_endpoint(endpoint).endpoint) as client:  # type: ignore[attr-defined]
-            remote.upload_file(client, ensure_libvirt_image(), default_guest_image(), disk,
-                               host.name)
+        img = imgp.create(checked(imgp, {"output_path": disk, "root_password": "pw-remote-1",
+                                         "docker_host": endpoint}))
+        rhost = RemoteHost(endpoint)
+        store = remote_disk.base_store(sha256_file(default_guest_image()))
+        assert not Path(disk).exists() and not Path(store).exists()
+        assert rhost.files.exists(disk) and rhost.files.exists(store)
+        assert imgp.read(img.id, img.outs).id == img.id
         dom_in = checked(domp, {"name": f"mvtt-rl-vm-{suffix}", "libvirt_uri": con.outs["libvirt_uri"],
                                 "container": con.outs["name"], "disk_path": disk,
                                 "memory_mib": 256, "docker_host": endpoint})
@@ -68,14 +75,17 @@ def test_a_lab_on_a_remote_host_goes_over_the_wire_only(sim_hosts: SimHosts) -> 
         if dom is not None:
             domp.delete(dom.id, dom.outs)
             domp.delete(dom.id, dom.outs)
+        if img is not None:
+            imgp.delete(img.id, img.outs)
+            imgp.delete(img.id, img.outs)
         if con is not None:
             conp.delete(con.id, con.outs)
             conp.delete(con.id, con.outs)
         netp.delete(net.id, net.outs)
     rhost = RemoteHost(endpoint)
     assert rhost.container(f"mvtt-rl-lv-{suffix}") is None
-    rhost.files.remove_tree(work)  # the disk is the test's
     assert not rhost.files.exists(work)
+    assert not rhost.files.exists(remote_disk.base_store(sha256_file(default_guest_image())))
     with rhost.docker() as client:
         assert not client.networks.list(names=[f"mvtt-rl-{suffix}"])
         assert not client.containers.list(all=True, filters={"label": "org.macvtap-lab.probe"})

@@ -95,3 +95,16 @@ def test_ip_json_becomes_link_info() -> None:
         "eth0", 2, "02:42:0a:00:00:02", "veth", (("10.0.0.2", 24),))
     assert (tap.kind, tap.addresses) == ("macvtap", ())
     assert parse_links("") == []
+
+
+def test_an_unset_docker_host_leaves_an_image_digest_as_it_was() -> None:
+    from macvtap_provider.builders.secrets import customization_digest
+    from macvtap_provider.resources.customized_image import public_fields
+
+    old = {"output_path": "/w/x.qcow2", "mode": "overlay"}
+    new = {**old, "docker_host": None}
+    assert customization_digest(public_fields(old), "pw", "s") == \
+        customization_digest(public_fields(new), "pw", "s")
+    remote = {**old, "docker_host": "ssh://root@h"}
+    assert customization_digest(public_fields(remote), "pw", "s") != \
+        customization_digest(public_fields(old), "pw", "s")
