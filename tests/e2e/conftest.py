@@ -16,6 +16,13 @@ import pytest
 from tests.conftest import ROOT, require
 
 PULUMI = ROOT / ".tools" / "bin" / "pulumi"
+#: How `pulumi` starts Python: "ours" (the project's language host and plugin) or
+#: "stock" (tools/pulumi's reproduction of the official CLI's host and plugin script,
+#: MACVTAP_LAB_STOCK=1: the official venv resolution, working directories and
+#: environment, and the SDK's own `python -m pulumi.dynamic` server).
+TOOLCHAINS = ("ours", "stock")
+#: What gRPC prints when something forks the provider process while it serves.
+FORK_NOISE = "skipping fork() handlers"
 
 
 @dataclass
@@ -49,8 +56,9 @@ class Cli:
         self.run("config", "set", "--secret", key, stdin=value)
 
 
-def make_cli(tmp: Path, project_dir: Path, stack: str) -> Cli:
+def make_cli(tmp: Path, project_dir: Path, stack: str, toolchain: str = "ours") -> Cli:
     require("pulumi", "docker")
+    assert toolchain in TOOLCHAINS, toolchain
     backend = tmp / "backend"
     backend.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -61,6 +69,9 @@ def make_cli(tmp: Path, project_dir: Path, stack: str) -> Cli:
         "PULUMI_SKIP_UPDATE_CHECK": "true",
     })
     env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+    if toolchain == "stock":
+        env["MACVTAP_LAB_STOCK"] = "1"
+        env.pop("PULUMI_PYTHON_CMD", None)  # the official CLI sets no interpreter
     cli = Cli(project_dir, env)
     cli.run("stack", "init", stack)
     return cli

@@ -15,7 +15,7 @@ from macvtap_provider import paths
 from macvtap_provider.compose import lab_name
 from tests.conftest import ROOT
 from tests.e2e import lab_probe
-from tests.e2e.conftest import Cli, make_cli
+from tests.e2e.conftest import TOOLCHAINS, Cli, make_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker, pytest.mark.libvirt,
               pytest.mark.guestfs]
@@ -32,12 +32,13 @@ def preview_ops(cli: Cli) -> dict[str, str]:
             if step["op"] != "same"}
 
 
-def test_lab_lifecycle(e2e_tmp: Path) -> None:
+@pytest.mark.parametrize("toolchain", TOOLCHAINS)
+def test_lab_lifecycle(e2e_tmp: Path, toolchain: str) -> None:
     stack = f"e2e{secrets.token_hex(3)}"
     lab = lab_name("macvtap-lab", stack)
     work_dir = paths.work_root() / lab
     base = paths.default_guest_image()
-    cli = make_cli(e2e_tmp, ROOT, stack)
+    cli = make_cli(e2e_tmp, ROOT, stack, toolchain)
     password, new_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     devices: set[str] = set()  # every macvtap this stack made (mvtN -> /dev/tapN)
     base_digest = sha256(base) if base.exists() else None
