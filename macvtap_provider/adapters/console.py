@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import subprocess
+import termios
 import time
 from collections.abc import Iterator
 
 import pexpect
+from pexpect.fdpexpect import fdspawn
 
 from macvtap_provider.errors import ConsoleError, LabTimeoutError
 
@@ -21,7 +25,7 @@ _LOGIN = re.compile(rb"login: ?$", re.M)
 class SerialSession:
     """A logged-in root shell on a serial console. Never logs what it types."""
 
-    def __init__(self, child: pexpect.spawn) -> None:
+    def __init__(self, child: fdspawn) -> None:
         self._child = child
 
     def run(self, command: str, timeout_s: float = 30) -> tuple[int, str]:
@@ -47,6 +51,37 @@ class SerialSession:
 
 
 @contextlib.contextmanager
+def on_pty(cmd: list[str], timeout_s: float) -> Iterator[fdspawn]:
+    """Run `cmd` on a new pseudo-terminal (no echo) and drive it with pexpect.
+
+    pexpect.spawn forks this process (pty.fork): in the gRPC provider process that
+    prints gRPC's "skipping fork() handlers" into the user's output. subprocess starts
+    the command without running fork handlers; a terminal on stdin is all `virsh
+    console` asks for (it need not be the controlling one).
+    """
+    primary, secondary = os.openpty()
+    try:
+        attrs = termios.tcgetattr(secondary)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(secondary, termios.TCSANOW, attrs)
+        proc = subprocess.Popen(cmd, stdin=secondary, stdout=secondary, stderr=secondary,
+                                start_new_session=True)
+    except BaseException:
+        os.close(primary)
+        raise
+    finally:
+        os.close(secondary)
+    child = fdspawn(primary, timeout=timeout_s)
+    try:
+        yield child
+    finally:
+        with contextlib.suppress(OSError):
+            child.close()
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
 def serial_login(uri: str, domain: str, password: str, timeout_s: float = 180,
                  user: str = "root") -> Iterator[SerialSession]:
     """Attach to `domain`'s console, wait for the login prompt, log in as root.
@@ -56,7 +91,12 @@ def serial_login(uri: str, domain: str, password: str, timeout_s: float = 180,
     """
     cmd = ["virsh", "-c", uri, "console", domain, "--force"]
     log.debug("spawn %s", " ".join(cmd))
-    child = pexpect.spawn(cmd[0], cmd[1:], timeout=timeout_s, echo=False)
+    with on_pty(cmd, timeout_s) as child:
+        yield from _login(child, domain, password, timeout_s, user)
+
+
+def _login(child: fdspawn, domain: str, password: str, timeout_s: float,
+           user: str) -> Iterator[SerialSession]:
     deadline = time.monotonic() + timeout_s
     try:
         child.expect_exact("Escape character", timeout=30)
@@ -93,5 +133,4 @@ def serial_login(uri: str, domain: str, password: str, timeout_s: float = 180,
         raise LabTimeoutError(f"domain {domain!r}: the serial console stopped answering") from exc
     finally:
         with contextlib.suppress(Exception):
-            child.sendcontrol("]")
-        child.close(force=True)
+            child.send(b"\x1d")  # Ctrl-]: detach from the console
