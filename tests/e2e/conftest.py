@@ -56,8 +56,8 @@ class Cli:
         self.run("config", "set", "--secret", key, stdin=value)
 
 
-def make_cli(tmp: Path, project_dir: Path, stack: str, toolchain: str = "ours") -> Cli:
-    require("pulumi", "docker")
+def pulumi_env(tmp: Path, toolchain: str = "ours") -> dict[str, str]:
+    """The environment of `pulumi` with its own backend, passphrase and home under `tmp`."""
     assert toolchain in TOOLCHAINS, toolchain
     backend = tmp / "backend"
     backend.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,12 @@ def make_cli(tmp: Path, project_dir: Path, stack: str, toolchain: str = "ours") 
     if toolchain == "stock":
         env["MACVTAP_LAB_STOCK"] = "1"
         env.pop("PULUMI_PYTHON_CMD", None)  # the official CLI sets no interpreter
-    cli = Cli(project_dir, env)
+    return env
+
+
+def make_cli(tmp: Path, project_dir: Path, stack: str, toolchain: str = "ours") -> Cli:
+    require("pulumi", "docker")
+    cli = Cli(project_dir, pulumi_env(tmp, toolchain))
     cli.run("stack", "init", stack)
     return cli
 
