@@ -11,7 +11,8 @@
     ├── ConsoleError              the serial-console session did not do what was asked
     ├── ImageBuildError           building the libvirt or guest image failed
     ├── LabTimeoutError(TimeoutError)  something did not become ready in time
-    └── UnsupportedError          the operation is not offered (e.g. `pulumi import`)
+    ├── UnsupportedError          the operation is not offered (e.g. `pulumi import`)
+    └── StackError                a Pulumi stack could not be found, opened or read
 
 Every message names the object, what failed, and what to do about it.
 """
@@ -70,3 +71,7 @@ class LabTimeoutError(LabError, TimeoutError):
 
 class UnsupportedError(LabError):
     """The operation is not supported by this provider."""
+
+
+class StackError(LabError):
+    """A Pulumi stack (project, backend, passphrase) could not be found, opened or read."""

@@ -23,6 +23,7 @@ PULUMI = ROOT / ".tools" / "bin" / "pulumi"
 TOOLCHAINS = ("ours", "stock")
 #: What gRPC prints when something forks the provider process while it serves.
 FORK_NOISE = "skipping fork() handlers"
+MVT = str(ROOT / ".venv" / "bin" / "macvtap-lab")
 
 
 @dataclass
@@ -54,6 +55,12 @@ class Cli:
     def set_secret(self, key: str, value: str) -> None:
         # The value goes through stdin, never argv.
         self.run("config", "set", "--secret", key, stdin=value)
+
+
+def lab_cmd(cli: Cli, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`macvtap-lab ARGS` in the stack's project directory and environment, no terminal."""
+    return subprocess.run([MVT, *args], cwd=cli.cwd, env=cli.env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
 def pulumi_env(tmp: Path, toolchain: str = "ours") -> dict[str, str]:
