@@ -138,9 +138,7 @@ def _size(path: Path) -> str:
 
 
 def _cmd_images_status(args: argparse.Namespace) -> int:
-    import docker
-    import docker.errors
-
+    from macvtap_provider.adapters import docker_api
     from macvtap_provider.paths import cache_dir, default_guest_image
 
     lines = [f"cache: {cache_dir()}"]
@@ -151,16 +149,9 @@ def _cmd_images_status(args: argparse.Namespace) -> int:
     if not tarballs:
         lines.append(f"rootfs: none in {rootfs_dir}")
     try:
-        client = docker.from_env()
-        try:
-            tags = sorted(
-                (tag, image.attrs.get("Size", 0), image.short_id)
-                for image in client.images.list()
-                for tag in image.tags if tag.startswith(IMAGE_REPO_PREFIX)
-            )
-        finally:
-            client.close()
-    except docker.errors.DockerException as exc:
+        with docker_api.docker_client() as client:
+            tags = docker_api.image_tags(client, IMAGE_REPO_PREFIX)
+    except LabError as exc:
         lines.append(f"docker images: dockerd not reachable ({exc}); run `macvtap-lab doctor`")
     else:
         for tag, size, short_id in tags:

@@ -5,32 +5,26 @@ module joins them with the adapters."""
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
-import secrets
 import shutil
 import signal
 import sys
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from docker.models.containers import Container
-
 from macvtap_provider.adapters import console as serial
-from macvtap_provider.adapters import docker_api, libvirt_api, netlink, pulumi_stack, terminal
+from macvtap_provider.adapters import docker_api, lab_host, libvirt_api, pulumi_stack, terminal
 from macvtap_provider.builders import domain_xml, lab_view, status
 from macvtap_provider.builders.lab_view import GuestRecord
 from macvtap_provider.builders.stack_target import StackTarget
 from macvtap_provider.errors import ConsoleError, LabError, NotFoundError
-from macvtap_provider.resources.macvtap_domain import container_state
 
 log = logging.getLogger(__name__)
 
-PROBE_LABEL = "org.macvtap-lab.probe"
+PROBE_LABEL = docker_api.PROBE_LABEL
 #: A probe outlives no session longer than this, even if the command is killed.
 PROBE_LIFETIME_S = 12 * 3600
 SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -100,9 +94,23 @@ def console(sel: Selection, login: bool = False, force: bool = False) -> int:
                         interactive=True)
 
 
+def container_state(docker_host: str | None, name: str) -> str:
+    """running, stopped or gone."""
+    info = lab_host.for_endpoint(docker_host).container(name)
+    return "gone" if info is None else "running" if info.running else "stopped"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe container on a guest's network, and the client that reaches it."""
+
+    client: Any
+    name: str
+
+
 def _require_running(lab: Lab, guest: GuestRecord) -> None:
     """Refuse, naming the stack and the fix, when the guest's domain is not running."""
-    state, _pid = container_state(guest.docker_host, guest.container)
+    state = container_state(guest.docker_host, guest.container)
     if state != "running":
         raise ConsoleError(
             f"guest {guest.domain!r} of stack {lab.stack!r} is not running: its container "
@@ -118,26 +126,18 @@ def _require_running(lab: Lab, guest: GuestRecord) -> None:
 
 # -- probes -------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _probe(guest: GuestRecord) -> Iterator[Container]:
+def _probe(guest: GuestRecord) -> Iterator[Probe]:
     """A throw-away container on the guest's docker network, always removed."""
     image = guest.probe_image
     if not image:
         from macvtap_provider.images.libvirt_image import ensure_libvirt_image
 
         image = ensure_libvirt_image()
-    name = f"{guest.container}-probe-{secrets.token_hex(3)}"
-    with docker_api.docker_client(guest.docker_host) as client:
-        log.debug("docker run %s on %s", name, guest.network)
-        with docker_api.translate_errors(f"starting probe container {name!r}"):
-            probe = client.containers.run(
-                image, [str(PROBE_LIFETIME_S)], entrypoint=["sleep"], name=name, detach=True,
-                network=guest.network, labels={PROBE_LABEL: guest.container}, init=True)
-        owner = os.getpid()
-        try:
-            yield probe
-        finally:
-            if os.getpid() == owner:  # never from a forked child unwinding a copy of us
-                docker_api.remove_container(client, name)
+    with lab_host.for_endpoint(guest.docker_host).docker() as client, \
+            docker_api.probe_container(client, image, owner=guest.container,
+                                       network=guest.network, lifetime_s=PROBE_LIFETIME_S,
+                                       name_prefix=f"{guest.container}-probe-") as probe:
+        yield Probe(client, probe.name)
 
 
 @contextlib.contextmanager
@@ -174,17 +174,9 @@ def _matching_key(authorized: tuple[str, ...], ssh_dir: Path) -> Path | None:
     return None
 
 
-def _put_key(probe: Container, key: Path) -> None:
+def _put_key(probe: Probe, key: Path) -> None:
     """Copy a private key into the probe (a file in it, never its config or env)."""
-    data = key.read_bytes()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(Path(KEY_IN_PROBE).name)
-        info.size, info.mode = len(data), 0o600
-        tar.addfile(info, io.BytesIO(data))
-    docker_api.exec_in(probe, ["mkdir", "-p", "-m", "0700", str(Path(KEY_IN_PROBE).parent)])
-    with docker_api.translate_errors("copying the ssh key into the probe"):
-        probe.put_archive(str(Path(KEY_IN_PROBE).parent), buf.getvalue())
+    docker_api.put_file(probe.client, probe.name, KEY_IN_PROBE, key.read_bytes())
 
 
 def ssh(sel: Selection, command: list[str], identity: Path | None = None,
@@ -219,11 +211,12 @@ def ssh(sel: Selection, command: list[str], identity: Path | None = None,
 
 
 # -- status -------------------------------------------------------------------------------
-def read_live(guest: GuestRecord, probe: Container | None) -> status.LiveGuest:
+def read_live(guest: GuestRecord, probe: Probe | None) -> status.LiveGuest:
     """What is true now for one guest: container, domain, macvtap, address, probe."""
     notes: list[str] = []
-    state, pid = container_state(guest.docker_host, guest.container)
-    if pid is None:
+    host = lab_host.for_endpoint(guest.docker_host)
+    state = container_state(guest.docker_host, guest.container)
+    if state != "running":
         return status.LiveGuest(container=state)
     facts: dict[str, Any] = {}
     device = ""
@@ -241,11 +234,11 @@ def read_live(guest: GuestRecord, probe: Container | None) -> status.LiveGuest:
     except LabError as exc:
         notes.append(str(exc))
     try:
-        with netlink.in_netns(pid) as ns:
+        with host.netns(guest.container) as ns:
             if device:
-                tap = netlink.link(ns, device)
+                tap = ns.link(device)
                 facts["macvtap_mac"] = tap.mac if tap else ""
-            eth = netlink.link(ns, guest.container_dev)
+            eth = ns.link(guest.container_dev)
             if guest.guest_ip:
                 facts["container_holds_address"] = eth is not None and any(
                     addr == guest.guest_ip for addr, _prefix in eth.addresses)
@@ -254,7 +247,8 @@ def read_live(guest: GuestRecord, probe: Container | None) -> status.LiveGuest:
     if probe is not None and guest.guest_ip:
         try:
             rc, out = docker_api.exec_in(
-                probe, ["bash", "-c", status.probe_script(guest.guest_ip)], timeout_s=15)
+                probe.client, probe.name, ["bash", "-c", status.probe_script(guest.guest_ip)],
+                timeout_s=15)
         except LabError as exc:
             notes.append(f"the probe failed: {exc}")
         else:
@@ -277,7 +271,7 @@ def lab_status(sel: Selection, out: TextIO | None = None) -> int:
         else lab.guests
     worst = status.EXIT_CLEAN
     with _finally_on_signals(), contextlib.ExitStack() as stack:
-        probes: dict[tuple[str | None, str], Container | None] = {}
+        probes: dict[tuple[str | None, str], Probe | None] = {}
         for guest in wanted:
             where = (guest.docker_host, guest.network or "")
             if where not in probes:
@@ -290,7 +284,7 @@ def lab_status(sel: Selection, out: TextIO | None = None) -> int:
     return worst
 
 
-def _try_probe(stack: contextlib.ExitStack, guest: GuestRecord) -> Container | None:
+def _try_probe(stack: contextlib.ExitStack, guest: GuestRecord) -> Probe | None:
     """A probe on the guest's network, or None (network or dockerd gone: nothing to probe)."""
     if not guest.network:
         return None

@@ -131,7 +131,7 @@ def test_netns_work_through_ip_in_the_container(lab_container: tuple[SimHost, st
         netexec.restore_address(container, "eth0", address, prefix, gateway)
         assert (address, prefix) in (netexec.link(container, "eth0") or eth0).addresses
         assert netexec.default_gateway(container) == gateway
-        assert exec_in(container, ["true"])[0] == 0
+        assert exec_in(client, name, ["true"])[0] == 0
 
 
 def test_a_stopped_sshd_fails_clearly(sim_hosts: SimHosts) -> None:
