@@ -20,8 +20,9 @@ from bench.common import ROOT, CachedImages, say, token, work_dir
 from bench.probe import ConsoleWatcher, wait_for_ssh
 from bench.pulumi_cli import EngineEvent, Pulumi, Traced
 from bench.timeline import Timeline
+from macvtap_provider.adapters.lab_host import LocalHost
 from macvtap_provider.compose import lab_name
-from macvtap_provider.resources.libvirt_container import libvirt_uri
+from macvtap_provider.resources.libvirt_container import socket_path
 
 #: Resource type -> the phase its outputs mark (with several guests: the last one).
 OUTPUT_PHASES = {"LibvirtContainer": "container_ready", "CustomizedImage": "image_customized",
@@ -58,7 +59,7 @@ class PulumiLab:
 
     @property
     def uri(self) -> str:
-        return libvirt_uri(str(work_dir(self.name)))
+        return LocalHost().libvirt_uri(socket_path(str(work_dir(self.name))))
 
     def guest_domain(self) -> str:
         return f"{self.name}-guest" if self.guests == 1 else f"{self.name}-g0"

@@ -40,8 +40,8 @@ import pexpect
 from bench.common import LABEL, BenchError, CachedImages, host_address, run, say, token, work_dir
 from bench.probe import LOGIN_RE, wait_for_ssh
 from bench.timeline import Timeline
-from macvtap_provider.adapters.host import read_capability_bounding
 from macvtap_provider.adapters.kvm import kvm_usable
+from macvtap_provider.adapters.lab_host import read_capability_bounding
 from macvtap_provider.builders import domain_xml, tap
 from macvtap_provider.builders.security import missing_capabilities
 from macvtap_provider.builders.validation import derive_mac

@@ -1,4 +1,4 @@
-"""The `macvtap-lab` command: `doctor`, `images build`, `images status`."""
+"""The `macvtap-lab` command: `console`, `ssh`, `status`, `doctor`, `images build|status`."""
 
 from __future__ import annotations
 
@@ -37,7 +37,50 @@ def _build_parser() -> argparse.ArgumentParser:
     build.add_argument("--only", choices=("libvirt", "guest"),
                        help="build only the libvirt container image or only the guest image")
     images_sub.add_parser("status", help="show what is built and where")
+    _add_lab_commands(sub)
     return parser
+
+
+def _stack_options(parser: argparse.ArgumentParser, guest: bool = True) -> None:
+    parser.add_argument("-s", "--stack", help="the stack (default: the selected one, as "
+                        "`make up` / `pulumi stack select` left it)")
+    parser.add_argument("-C", "--project-dir", type=Path, metavar="DIR",
+                        help="the Pulumi project (default: the nearest Pulumi.yaml from here)")
+    if guest:
+        parser.add_argument("-g", "--guest", metavar="NAME",
+                            help="the guest's domain name (needed when the stack has several)")
+
+
+def _add_lab_commands(sub: Any) -> None:
+    console = sub.add_parser(
+        "console", help="attach to a guest's serial console (leave with Ctrl-])",
+        description="Attach this terminal to the guest's serial console through the lab's "
+                    "libvirt, as `virsh console` does; works with the guest's network down. "
+                    "Leave with Ctrl-].")
+    _stack_options(console)
+    console.add_argument("--login", action="store_true",
+                         help="log in as root with the stack's password first")
+    console.add_argument("--force", action="store_true",
+                         help="take the console over from another session")
+    ssh = sub.add_parser(
+        "ssh", help="log in to a guest over ssh from a probe container on the lab network",
+        description="Log in as root from a throw-away container on the lab's docker network, "
+                    "with the stack's root password (typed on a terminal, never in argv or "
+                    "an environment) or a key the image authorises. Exits with the remote "
+                    "command's status.")
+    _stack_options(ssh)
+    ssh.add_argument("-i", "--identity", type=Path, metavar="FILE",
+                     help="a private key (default: the one matching the image's "
+                          "authorized_keys in ~/.ssh, else the password)")
+    ssh.add_argument("remote", nargs=argparse.REMAINDER, metavar="-- COMMAND",
+                     help="a command to run instead of a login shell")
+    status = sub.add_parser(
+        "status", help="each guest's live state against the stack's outputs",
+        description="One table per guest, read live: domain state, guest IP, mac_matches, "
+                    "whether the container still holds the address, TCP 22. Drift against "
+                    "the stack's outputs is flagged with the command that heals it; exits 1 "
+                    "when something drifted.")
+    _stack_options(status)
 
 
 class _CliHandler(logging.StreamHandler[TextIO]):
@@ -95,9 +138,7 @@ def _size(path: Path) -> str:
 
 
 def _cmd_images_status(args: argparse.Namespace) -> int:
-    import docker
-    import docker.errors
-
+    from macvtap_provider.adapters import docker_api
     from macvtap_provider.paths import cache_dir, default_guest_image
 
     lines = [f"cache: {cache_dir()}"]
@@ -108,16 +149,9 @@ def _cmd_images_status(args: argparse.Namespace) -> int:
     if not tarballs:
         lines.append(f"rootfs: none in {rootfs_dir}")
     try:
-        client = docker.from_env()
-        try:
-            tags = sorted(
-                (tag, image.attrs.get("Size", 0), image.short_id)
-                for image in client.images.list()
-                for tag in image.tags if tag.startswith(IMAGE_REPO_PREFIX)
-            )
-        finally:
-            client.close()
-    except docker.errors.DockerException as exc:
+        with docker_api.docker_client() as client:
+            tags = docker_api.image_tags(client, IMAGE_REPO_PREFIX)
+    except LabError as exc:
         lines.append(f"docker images: dockerd not reachable ({exc}); run `macvtap-lab doctor`")
     else:
         for tag, size, short_id in tags:
@@ -131,6 +165,22 @@ def _cmd_images_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def remote_command(words: list[str]) -> list[str]:
+    """The command after `macvtap-lab ssh [options] --`."""
+    return words[1:] if words[:1] == ["--"] else words
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from macvtap_provider import operate
+
+    sel = operate.Selection(args.project_dir, args.stack, args.guest)
+    if args.command == "console":
+        return operate.console(sel, login=args.login, force=args.force)
+    if args.command == "ssh":
+        return operate.ssh(sel, remote_command(args.remote), identity=args.identity)
+    return operate.lab_status(sel)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `macvtap-lab` command line; returns the process exit code."""
     parser = _build_parser()
@@ -139,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "doctor":
             return _cmd_doctor(args)
+        if args.command in ("console", "ssh", "status"):
+            return _cmd_lab(args)
         if args.images_command == "build":
             return _cmd_images_build(args)
         return _cmd_images_status(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -15,15 +16,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
-
-from macvtap_provider.adapters.host import (
-    privileged_allowed,
-    probe_container,
-    read_capability_bounding,
-)
+from macvtap_provider.adapters import docker_api
+from macvtap_provider.adapters.docker_api import privileged_allowed, probe_container
 from macvtap_provider.adapters.kvm import KvmStatus, cached_probe, kvm_usable
+from macvtap_provider.adapters.lab_host import read_capability_bounding
 from macvtap_provider.builders.security import (
     SecurityMode,
     container_security_kwargs,
@@ -149,7 +145,8 @@ def format_json(results: Sequence[CheckResult]) -> str:
 
 @dataclass
 class _DockerState:
-    client: docker.DockerClient | None = None
+    stack: contextlib.ExitStack
+    client: Any = None  # an open docker client (adapters.docker_api) once connected
     image: str | None = None
     image_error: str = ""
     security: dict[str, Any] | None = None
@@ -157,10 +154,9 @@ class _DockerState:
 
 def _connect_docker(state: _DockerState) -> CheckResult:
     try:
-        client = docker.from_env(timeout=DOCKER_TIMEOUT_S)
-        client.ping()
-        version = client.version().get("Version", "?")
-    except docker.errors.DockerException as exc:
+        client = state.stack.enter_context(docker_api.docker_client(timeout_s=DOCKER_TIMEOUT_S))
+        version = docker_api.engine_version(client)
+    except LabError as exc:
         return CheckResult("docker", Status.FAIL, f"dockerd is not reachable: {exc}", DOCKER_FIX)
     state.client = client
     return CheckResult("docker", Status.PASS, f"dockerd {version} answers")
@@ -202,7 +198,8 @@ def _check_privileged(state: _DockerState, image: str | None) -> CheckResult:
     missing = missing_capabilities(read_capability_bounding())
     caps = container_security_kwargs(SecurityMode.CAPABILITIES, missing)
     try:
-        with probe_container(state.client, name, caps, PROBE_PREFIX):
+        with probe_container(state.client, name, owner="doctor", name_prefix=PROBE_PREFIX,
+                             **caps):
             pass
     except LabError as exc:
         return CheckResult(
@@ -231,20 +228,27 @@ def _check_dev(state: _DockerState, image: str | None) -> CheckResult:
         return CheckResult("dev", Status.FAIL,
                            f"no image for a probe container: {state.image_error}", IMAGE_FIX)
     security = state.security
-    if security is None:  # the privileged check was skipped or failed: guess from CapBnd
-        missing = missing_capabilities(read_capability_bounding())
-        security = container_security_kwargs(SecurityMode.AUTO, missing)
+    if security is None:  # the privileged check was skipped: ask the daemon, as `auto` does
+        try:
+            allowed = privileged_allowed(state.client, name, PROBE_PREFIX)[0]
+        except LabError as exc:
+            return CheckResult("dev", Status.FAIL, f"the probe container did not start: {exc}",
+                               DEV_FIX)
+        missing = [] if allowed else missing_capabilities(read_capability_bounding())
+        security = container_security_kwargs(
+            SecurityMode.PRIVILEGED if allowed else SecurityMode.CAPABILITIES, missing)
     # /dev/net/tun is in docker's default device allow-list; /dev/kvm is not, so opening it
     # also proves the device cgroup rule that the dynamic-major /dev/tapN nodes need.
     script = "exec 3<>/dev/net/tun || exit 10; [ ! -e /dev/kvm ] || exec 4<>/dev/kvm || exit 11"
     try:
-        with probe_container(state.client, name, security, PROBE_PREFIX) as container:
-            log.debug("docker exec %s sh -c %r", container.name, script)
-            code, output = container.exec_run(["sh", "-c", script])
+        with probe_container(state.client, name, owner="doctor", name_prefix=PROBE_PREFIX,
+                             **security) as container:
+            code, output = docker_api.exec_in(state.client, container.name,
+                                              ["sh", "-c", script])
     except LabError as exc:
         return CheckResult("dev", Status.FAIL, f"the probe container did not start: {exc}",
                            DEV_FIX)
-    text = output.decode(errors="replace").strip() if isinstance(output, bytes) else ""
+    text = output.strip()
     if code == 10:
         return CheckResult("dev", Status.FAIL,
                            f"/dev/net/tun does not open in a container: {text}", DEV_FIX)
@@ -305,28 +309,19 @@ def _check_vhost() -> CheckResult:
 
 def _check_guestfs() -> CheckResult:
     try:
-        import guestfs
+        from macvtap_provider.adapters import guestfs_api  # imports Debian's guestfs
     except ImportError as exc:
         return CheckResult("guestfs", Status.FAIL,
                            f"the guestfs Python bindings do not import: {exc}", GUESTFS_FIX)
 
     tcg = not kvm_usable()
-    log.info("launching a libguestfs appliance (backend direct%s, ~15 s)",
-             ", force_tcg" if tcg else "")
     start = time.monotonic()
-    g = guestfs.GuestFS(python_return_dict=True)
     try:
-        g.set_backend("direct")
-        if tcg:
-            g.set_backend_settings(["force_tcg"])
-        g.add_drive_scratch(SCRATCH_DISK_BYTES)
-        g.launch()
-        g.shutdown()
-    except RuntimeError as exc:  # guestfs reports every failure as RuntimeError
+        with guestfs_api.launch(scratch_bytes=SCRATCH_DISK_BYTES, what="a scratch disk"):
+            pass
+    except LabError as exc:
         return CheckResult("guestfs", Status.FAIL, f"the appliance did not launch: {exc}",
                            GUESTFS_FIX)
-    finally:
-        g.close()
     mode = "TCG" if tcg else "KVM"
     return CheckResult("guestfs", Status.PASS,
                        f"appliance launched under {mode} in {time.monotonic() - start:.1f} s")
@@ -393,7 +388,7 @@ def run_checks(
     """
     skipped = parse_skip(skip)
     results: list[CheckResult] = []
-    state = _DockerState()
+    state = _DockerState(contextlib.ExitStack())
 
     def record(result: CheckResult) -> None:
         log.debug("check %s: %s %s", result.name, result.status.value, result.detail)
@@ -423,6 +418,5 @@ def run_checks(
             else:
                 record(runners[name]())
     finally:
-        if state.client is not None:
-            state.client.close()
+        state.stack.close()
     return results

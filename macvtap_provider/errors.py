@@ -2,6 +2,8 @@
 
     LabError                      base of every error this library raises
     ├── SpecError(ValueError)     an input is invalid; raised by `check`, before any side effect
+    │   └── ConfigError           a stack config key (or the Lab argument for it) is invalid;
+    │                             raised by the program before any resource is registered
     ├── NotFoundError(LookupError)  the object is gone (read/delete treat it as "absent")
     ├── DaemonUnreachableError(ConnectionError)  dockerd or libvirtd does not answer
     ├── DockerError               the docker engine refused an operation
@@ -11,7 +13,8 @@
     ├── ConsoleError              the serial-console session did not do what was asked
     ├── ImageBuildError           building the libvirt or guest image failed
     ├── LabTimeoutError(TimeoutError)  something did not become ready in time
-    └── UnsupportedError          the operation is not offered (e.g. `pulumi import`)
+    ├── UnsupportedError          the operation is not offered (e.g. `pulumi import`)
+    └── StackError                a Pulumi stack could not be found, opened or read
 
 Every message names the object, what failed, and what to do about it.
 """
@@ -30,6 +33,19 @@ class SpecError(LabError, ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.reason = message
+
+
+class ConfigError(SpecError):
+    """A lab setting is invalid, named as the user wrote it: a stack config key
+    (`containerIp`) or a Lab argument (`container_ip`). `field` is that name."""
+
+    def __init__(self, field: str, message: str, where: str = "stack config") -> None:
+        super().__init__(field, message)
+        self.where = where
+        self.args = (f"{where} `{field}`: {message}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class NotFoundError(LabError, LookupError):
@@ -70,3 +86,7 @@ class LabTimeoutError(LabError, TimeoutError):
 
 class UnsupportedError(LabError):
     """The operation is not supported by this provider."""
+
+
+class StackError(LabError):
+    """A Pulumi stack (project, backend, passphrase) could not be found, opened or read."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup for macvtap-lab on a Debian 12 host:
-#   system packages -> dockerd -> project venv -> Pulumi engine -> local images.
-# Each step skips itself when already done. Usage: scripts/setup.sh [system|docker|venv|pulumi|images]...
+#   system packages -> dockerd -> venv -> Pulumi engine -> local images -> test hosts' image.
+# Each step skips itself when already done. Usage: scripts/setup.sh [system|docker|venv|pulumi|images|simhost]...
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${MACVTAP_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/macvtap-lab}
@@ -66,6 +66,9 @@ step_pulumi() { bash "$ROOT/scripts/build-pulumi.sh"; }
 
 step_images() { "$VENV/bin/macvtap-lab" images build; }
 
+# The image of the simulated remote hosts the multi-host tests start (tests/simhost).
+step_simhost() { (cd "$ROOT" && "$VENV/bin/python" -m tests.simhost build); }
+
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(system docker venv pulumi images)
+[ ${#steps[@]} -gt 0 ] || steps=(system docker venv pulumi images simhost)
 for s in "${steps[@]}"; do "step_$s"; done

@@ -12,9 +12,14 @@ import functools
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.simhost import SimHosts
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -69,3 +74,14 @@ def require(*components: str) -> None:
 def unique() -> str:
     """A short unique suffix for names of throw-away objects."""
     return secrets.token_hex(3)
+
+
+@pytest.fixture(scope="session")
+def sim_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimHosts]:
+    """Two simulated remote docker hosts, reached only over ssh (tests/simhost); removed
+    with everything on them at the end of the session."""
+    require("docker")
+    from tests.simhost import SimHosts
+
+    with SimHosts(2, tmp_path_factory.mktemp("simhosts")) as hosts:
+        yield hosts

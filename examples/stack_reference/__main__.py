@@ -2,11 +2,11 @@
 
 import pulumi
 
-from macvtap_provider.resources.guest_command import GuestCommand, GuestCommandArgs
+import macvtap_provider as mvt
 
 lab = pulumi.StackReference(pulumi.Config().require("labStack"))
 guest_ip = lab.require_output("guest_ip")
-uptime = GuestCommand("lab-uptime", GuestCommandArgs(
+uptime = mvt.GuestCommand("lab-uptime", mvt.GuestCommandArgs(
     network=lab.require_output("network_name"), address=guest_ip,
     root_password=lab.require_output("root_password"), command="cat /proc/uptime",
     probe_image=lab.require_output("probe_image")))

@@ -6,7 +6,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pexpect
 
@@ -46,6 +46,34 @@ class SerialSession:
         return out
 
 
+_SHELL = re.compile(rb"[#$] ?$", re.M)
+
+
+def _wait_for_login(child: pexpect.spawn, domain: str, deadline: float) -> int:
+    """Wake the getty until it answers (boot may still be running): 0 at a login
+    prompt, 1 at a shell prompt."""
+    while True:
+        child.sendline("")
+        idx = int(child.expect([_LOGIN, _SHELL, pexpect.TIMEOUT], timeout=5))
+        if idx in (0, 1):
+            return idx
+        if time.monotonic() > deadline:
+            raise LabTimeoutError(
+                f"domain {domain!r}: no login prompt on the serial console in time; check "
+                "the guest boots (console=ttyS0 in its kernel command line, cloud-init "
+                "disabled)")
+
+
+def _log_in(child: pexpect.spawn, domain: str, user: str, password: str) -> None:
+    """Answer the login prompt; the password is typed on the console only."""
+    child.sendline(user)
+    child.expect("assword:", timeout=30)
+    child.sendline(password)
+    if child.expect([_SHELL, "Login incorrect", _LOGIN], timeout=60) != 0:
+        raise ConsoleError(f"domain {domain!r}: {user} login on the serial console was "
+                           "refused (wrong root password?)")
+
+
 @contextlib.contextmanager
 def serial_login(uri: str, domain: str, password: str, timeout_s: float = 180,
                  user: str = "root") -> Iterator[SerialSession]:
@@ -60,28 +88,11 @@ def serial_login(uri: str, domain: str, password: str, timeout_s: float = 180,
     deadline = time.monotonic() + timeout_s
     try:
         child.expect_exact("Escape character", timeout=30)
-        # Wake the getty; repeat until it answers, boot may still be running.
-        while True:
-            child.sendline("")
-            idx = child.expect([_LOGIN, re.compile(rb"[#$] ?$", re.M), pexpect.TIMEOUT], timeout=5)
-            if idx in (0, 1):
-                break
-            if time.monotonic() > deadline:
-                raise LabTimeoutError(
-                    f"domain {domain!r}: no login prompt on the serial console within "
-                    f"{timeout_s:.0f}s; check the guest boots (console=ttyS0 in its kernel "
-                    "command line, cloud-init disabled)")
-        if idx == 1:
+        if _wait_for_login(child, domain, deadline) == 1:
             # Already a shell (an earlier session stayed logged in): log out first.
             child.sendline("exit")
             child.expect(_LOGIN, timeout=30)
-        child.sendline(user)
-        child.expect("assword:", timeout=30)
-        child.sendline(password)
-        idx = child.expect([re.compile(rb"[#$] ?$", re.M), "Login incorrect", _LOGIN], timeout=60)
-        if idx != 0:
-            raise ConsoleError(f"domain {domain!r}: root login on the serial console was refused "
-                               "(wrong root password?)")
+        _log_in(child, domain, user, password)
         child.sendline(f"export PS1='{PROMPT}' TERM=dumb; stty -echo")
         child.expect_exact(PROMPT, timeout=30)
         yield SerialSession(child)
@@ -95,3 +106,37 @@ def serial_login(uri: str, domain: str, password: str, timeout_s: float = 180,
         with contextlib.suppress(Exception):
             child.sendcontrol("]")
         child.close(force=True)
+
+
+
+#: Noise virsh prints on a terminal when no polkit agent can start (root needs none).
+_POLKIT_NOISE = re.compile(rb"^Authorization not available\..*\r?\n?", re.M)
+
+
+def attach_step(domain: str, password: str | None = None, timeout_s: float = 180,
+                user: str = "root") -> Callable[[pexpect.spawn], bytes]:
+    """A step for `terminal.run` on `virsh console`: wait until virsh is attached and,
+    with a password, log in as `user` (typed on the console, never in argv or logs).
+    Returns what virsh printed, for the user.
+
+    Raises (when run):
+        LabTimeoutError: no login prompt in time.
+        ConsoleError: the console closed or the login was refused.
+    """
+    def step(child: pexpect.spawn) -> bytes:
+        try:
+            if child.expect([re.compile(rb"Escape character.*\n"), pexpect.EOF],
+                            timeout=30) == 1:
+                return _POLKIT_NOISE.sub(b"", child.before or b"")  # virsh's own error
+            shown = _POLKIT_NOISE.sub(b"", child.before or b"") + (child.after or b"")
+            if password is None:
+                return shown
+            if _wait_for_login(child, domain, time.monotonic() + timeout_s) == 1:
+                return shown  # a shell is already open on the console
+            _log_in(child, domain, user, password)
+            child.sendline("")  # a fresh prompt for the user
+            return shown
+        except pexpect.EOF as exc:
+            raise ConsoleError(f"domain {domain!r}: the console closed: "
+                               f"{(child.before or b'').decode(errors='replace')[-200:]}") from exc
+    return step

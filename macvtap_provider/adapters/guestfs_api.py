@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import guestfs
 
@@ -170,6 +171,57 @@ class Appliance:
                 g.umount_all()
 
 
+@dataclass(frozen=True)
+class Drive:
+    """A disk attached to an appliance."""
+
+    path: str
+    format: str = "qcow2"
+    readonly: bool = False
+
+
+@contextlib.contextmanager
+def launch(drives: Sequence[Drive] = (), scratch_bytes: int = 0,
+           what: str = "") -> Iterator[guestfs.GuestFS]:
+    """The one place a libguestfs appliance is launched: backend `direct`, TCG unless a
+    KVM guest really boots here (/dev/kvm may exist yet hang: libguestfs must never probe
+    it), `drives` attached in order (/dev/sda, /dev/sdb...), plus a scratch disk of
+    `scratch_bytes` when non-zero. Yields the launched handle; shuts it down (writing
+    changes back) when the block ends without an exception, and always closes it.
+
+    Raises:
+        GuestfsError: The appliance did not launch or did not write its changes back.
+    """
+    label = what or ", ".join(d.path for d in drives) or "a scratch disk"
+    tcg = not kvm_usable()
+    g = guestfs.GuestFS(python_return_dict=True)
+    try:
+        try:
+            g.set_backend("direct")
+            if tcg:
+                g.set_backend_settings(["force_tcg"])
+            for drive in drives:
+                g.add_drive_opts(drive.path, format=drive.format, readonly=drive.readonly)
+            if scratch_bytes:
+                g.add_drive_scratch(scratch_bytes)
+            log.info("launching the libguestfs appliance for %s (%s)", label,
+                     "TCG, ~12 s" if tcg else "KVM")
+            started = time.monotonic()
+            g.launch()
+            log.debug("appliance up in %.1fs", time.monotonic() - started)
+        except RuntimeError as exc:  # the bindings raise RuntimeError for every failure
+            raise GuestfsError(
+                f"{label}: libguestfs failed to launch ({exc}); run `macvtap-lab doctor` to "
+                "check the appliance, and that no running domain holds the image") from exc
+        yield g
+        try:
+            g.shutdown()
+        except RuntimeError as exc:
+            raise GuestfsError(f"{label}: writing changes back failed: {exc}") from exc
+    finally:
+        g.close()
+
+
 @contextlib.contextmanager
 def open_images(images: Sequence[str], fmt: str = "qcow2",
                 readonly: bool = False) -> Iterator[Appliance]:
@@ -177,38 +229,11 @@ def open_images(images: Sequence[str], fmt: str = "qcow2",
 
     Changes are written back when the block ends without an exception.
     """
-    g = guestfs.GuestFS(python_return_dict=True)
-    try:
+    drives = [Drive(image, fmt, readonly) for image in images]
+    with launch(drives, what=f"image {', '.join(images)}") as g:
         try:
-            g.set_backend("direct")
-            if not kvm_usable():
-                # /dev/kvm may exist yet hang: never let libguestfs probe it.
-                g.set_backend_settings(["force_tcg"])
-            for image in images:
-                g.add_drive_opts(image, format=fmt, readonly=readonly)
-            log.info("launching the libguestfs appliance for %s (%s)", ", ".join(images),
-                     "KVM" if kvm_usable() else "TCG, ~12 s")
-            started = time.monotonic()
-            g.launch()
-            log.debug("appliance up in %.1fs", time.monotonic() - started)
             appliance = Appliance(g, images, readonly)
         except RuntimeError as exc:
-            raise GuestfsError(
-                f"image {', '.join(images)}: libguestfs failed ({exc}); run `macvtap-lab "
-                "doctor` to check the appliance, and that no running domain holds the "
-                "image") from exc
-        yield appliance
-        try:
-            g.shutdown()
-        except RuntimeError as exc:
-            raise GuestfsError(f"image {', '.join(images)}: writing changes back failed: "
+            raise GuestfsError(f"image {', '.join(images)}: listing its devices failed: "
                                f"{exc}") from exc
-    finally:
-        g.close()
-
-
-@contextlib.contextmanager
-def open_image(image: str, fmt: str = "qcow2", readonly: bool = False) -> Iterator[GuestSession]:
-    """Launch one appliance for `image`, mount its root filesystem, yield a session."""
-    with open_images([image], fmt, readonly) as appliance, appliance.session(0) as session:
-        yield session
+        yield appliance

@@ -1,13 +1,18 @@
-"""Thin adapter around libvirt-python: a connection factory and error translation by code."""
+"""Thin adapter around libvirt-python: a connection factory and error translation by code.
+
+libvirt-python is imported by the first operation (`_libvirt()`), not with this module: a
+Pulumi program only declares resources and never pays for it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Iterator
-
-import libvirt
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from macvtap_provider.errors import (
     DaemonUnreachableError,
@@ -16,21 +21,40 @@ from macvtap_provider.errors import (
     NotFoundError,
 )
 
+if TYPE_CHECKING:
+    import libvirt
+
 log = logging.getLogger(__name__)
 
-# libvirt prints every error to stderr unless a handler is installed; ours are raised instead.
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
-_UNREACHABLE = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR,
-                libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_AUTH_FAILED}
-_NOT_FOUND = {libvirt.VIR_ERR_NO_DOMAIN}
+@functools.cache
+def _libvirt() -> ModuleType:
+    import libvirt
 
-STATE_NAMES = {
-    libvirt.VIR_DOMAIN_NOSTATE: "nostate", libvirt.VIR_DOMAIN_RUNNING: "running",
-    libvirt.VIR_DOMAIN_BLOCKED: "blocked", libvirt.VIR_DOMAIN_PAUSED: "paused",
-    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown", libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
-    libvirt.VIR_DOMAIN_CRASHED: "crashed", libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
-}
+    # libvirt prints every error to stderr unless a handler is installed; ours are raised.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    module: ModuleType = libvirt
+    return module
+
+
+def _unreachable_codes() -> set[int]:
+    lv = _libvirt()
+    return {lv.VIR_ERR_NO_CONNECT, lv.VIR_ERR_SYSTEM_ERROR, lv.VIR_ERR_RPC,
+            lv.VIR_ERR_AUTH_FAILED}
+
+
+def _not_found_codes() -> set[int]:
+    return {_libvirt().VIR_ERR_NO_DOMAIN}
+
+
+def _state_names() -> dict[int, str]:
+    lv = _libvirt()
+    return {
+        lv.VIR_DOMAIN_NOSTATE: "nostate", lv.VIR_DOMAIN_RUNNING: "running",
+        lv.VIR_DOMAIN_BLOCKED: "blocked", lv.VIR_DOMAIN_PAUSED: "paused",
+        lv.VIR_DOMAIN_SHUTDOWN: "shutdown", lv.VIR_DOMAIN_SHUTOFF: "shutoff",
+        lv.VIR_DOMAIN_CRASHED: "crashed", lv.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+    }
 
 
 @contextlib.contextmanager
@@ -39,11 +63,11 @@ def translate_errors(what: str, uri: str = "", hint: str = "") -> Iterator[None]
     does not answer (default: check the container)."""
     try:
         yield
-    except libvirt.libvirtError as exc:
+    except _libvirt().libvirtError as exc:
         code = exc.get_error_code()
-        if code in _NOT_FOUND:
+        if code in _not_found_codes():
             raise NotFoundError(f"{what}: {exc.get_error_message()}") from exc
-        if code in _UNREACHABLE:
+        if code in _unreachable_codes():
             raise DaemonUnreachableError(
                 f"{what}: libvirtd at {uri or 'the given URI'} does not answer "
                 f"({exc.get_error_message()}); {hint or 'is the libvirt container running?'}"
@@ -55,11 +79,11 @@ def translate_errors(what: str, uri: str = "", hint: str = "") -> Iterator[None]
 def connection(uri: str, hint: str = "") -> Iterator[libvirt.virConnect]:
     """An open connection to `uri`, closed afterwards."""
     with translate_errors(f"connecting to libvirt at {uri}", uri, hint):
-        conn = libvirt.open(uri)
+        conn = _libvirt().open(uri)
     try:
         yield conn
     finally:
-        with contextlib.suppress(libvirt.libvirtError):
+        with contextlib.suppress(_libvirt().libvirtError):
             conn.close()
 
 
@@ -81,8 +105,8 @@ def wait_until_answering(uri: str, timeout_s: float, interval_s: float = 0.5) ->
 def find_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
     try:
         return conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() in _NOT_FOUND:
+    except _libvirt().libvirtError as exc:
+        if exc.get_error_code() in _not_found_codes():
             return None
         with translate_errors(f"looking up domain {name!r}"):
             raise
@@ -91,7 +115,7 @@ def find_domain(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None
 def state_name(dom: libvirt.virDomain) -> str:
     with translate_errors(f"reading the state of domain {dom.name()!r}"):
         state, _reason = dom.state()
-    return STATE_NAMES.get(state, "unknown")
+    return _state_names().get(state, "unknown")
 
 
 def define(conn: libvirt.virConnect, xml: str, name: str) -> libvirt.virDomain:
@@ -113,8 +137,8 @@ def stop(dom: libvirt.virDomain) -> None:
         with translate_errors(f"stopping domain {dom.name()!r}"):
             try:
                 dom.destroy()
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+            except _libvirt().libvirtError as exc:
+                if exc.get_error_code() != _libvirt().VIR_ERR_OPERATION_INVALID:
                     raise
 
 
@@ -122,9 +146,9 @@ def undefine(dom: libvirt.virDomain) -> None:
     log.debug("virsh undefine %s", dom.name())
     with translate_errors(f"undefining domain {dom.name()!r}"):
         try:
-            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() not in _NOT_FOUND:
+            dom.undefineFlags(_libvirt().VIR_DOMAIN_UNDEFINE_NVRAM)
+        except _libvirt().libvirtError as exc:
+            if exc.get_error_code() not in _not_found_codes():
                 raise
 
 
@@ -135,11 +159,19 @@ def live_xml(dom: libvirt.virDomain) -> str:
 
 def inactive_xml(dom: libvirt.virDomain) -> str:
     with translate_errors(f"reading the XML of domain {dom.name()!r}"):
-        return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        return str(dom.XMLDesc(_libvirt().VIR_DOMAIN_XML_INACTIVE))
 
 
-def validate_xml(xml: str) -> None:
-    """Let libvirt's own test driver parse and define `xml` (no side effects anywhere)."""
-    with connection("test:///default") as conn, translate_errors("validating domain XML"):
-        dom = conn.defineXML(xml)
-        dom.undefine()
+def uuid(dom: libvirt.virDomain) -> str:
+    with translate_errors("reading a domain's UUID"):
+        return str(dom.UUIDString())
+
+
+def is_active(dom: libvirt.virDomain) -> bool:
+    with translate_errors(f"reading the state of domain {dom.name()!r}"):
+        return bool(dom.isActive())
+
+
+def connection_of(dom: libvirt.virDomain) -> libvirt.virConnect:
+    """The open connection a domain handle belongs to."""
+    return dom.connect()

@@ -1,4 +1,10 @@
-"""Thin pyroute2 adapter: links, addresses and routes inside a container's netns."""
+"""Thin pyroute2 adapter: links, addresses and routes inside a container's netns.
+
+Resources use the `Netns` protocol (what they may do in a container's netns), which
+`PyrouteNetns` implements locally by opening /proc/<pid>/ns/net; a remote host can
+implement the same operations another way (e.g. `ip` run by docker exec in a helper
+container that shares the lab container's netns).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from macvtap_provider.errors import NetlinkError, NotFoundError
 
@@ -172,3 +178,51 @@ def delete_link(ns: NetNS, name: str) -> bool:
                 return False
             raise
     return True
+
+
+class Netns(Protocol):
+    """The network operations a resource performs inside a container's netns."""
+
+    def link(self, name: str) -> LinkInfo | None: ...
+
+    def links(self) -> list[LinkInfo]: ...
+
+    def used_indexes(self) -> set[int]: ...
+
+    def create_macvtap(self, parent: str, name: str, mac: str, mode: str,
+                       index: int) -> LinkInfo: ...
+
+    def delete_link(self, name: str) -> bool: ...
+
+    def remove_address(self, ifname: str, address: str, prefix: int) -> bool: ...
+
+    def restore_address(self, ifname: str, address: str, prefix: int, gateway: str) -> None: ...
+
+
+class PyrouteNetns:
+    """`Netns` over a pyroute2 socket opened in the namespace (local hosts)."""
+
+    def __init__(self, ns: NetNS) -> None:
+        self._ns = ns
+
+    def link(self, name: str) -> LinkInfo | None:
+        return link(self._ns, name)
+
+    def links(self) -> list[LinkInfo]:
+        return links(self._ns)
+
+    def used_indexes(self) -> set[int]:
+        return used_indexes(self._ns)
+
+    def create_macvtap(self, parent: str, name: str, mac: str, mode: str,
+                       index: int) -> LinkInfo:
+        return create_macvtap(self._ns, parent, name, mac, mode, index)
+
+    def delete_link(self, name: str) -> bool:
+        return delete_link(self._ns, name)
+
+    def remove_address(self, ifname: str, address: str, prefix: int) -> bool:
+        return remove_address(self._ns, ifname, address, prefix)
+
+    def restore_address(self, ifname: str, address: str, prefix: int, gateway: str) -> None:
+        restore_address(self._ns, ifname, address, prefix, gateway)

@@ -69,7 +69,3 @@ def _norm(value: object) -> object:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     return value
-
-
-def has_unknowns(props: Mapping[str, object]) -> bool:
-    return any(_contains_unknown(v) for v in props.values())

@@ -44,6 +44,22 @@ class DomainXmlSpec:
     uuid: str | None = None  # set when redefining an existing domain
 
 
+def resolve_domain_type(requested: str, kvm_usable: bool) -> str:
+    """kvm or qemu (TCG): `auto` is kvm only when a KVM guest really boots on the host
+    (`kvm_usable`, the answer of an explicit probe made by the caller)."""
+    if requested != "auto":
+        return requested
+    return "kvm" if kvm_usable else "qemu"
+
+
+def resolve_vhost(requested: str, vhost_net_present: bool, domain_type: str) -> bool:
+    """Whether the NIC uses vhost-net: `auto` when the host has /dev/vhost-net and the
+    domain is KVM (qemu ignores vhost for TCG domains)."""
+    if requested != "auto":
+        return requested == "on"
+    return vhost_net_present and domain_type == "kvm"
+
+
 def _sub(parent: etree._Element, tag: str, text: str | None = None,
          **attrs: str) -> etree._Element:
     el = etree.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
@@ -140,9 +156,10 @@ def vcpus(xml: str) -> int:
     return 0 if el is None or el.text is None else int(el.text)
 
 
-def disk_source(xml: str) -> str | None:
-    el = _parse(xml).find("devices/disk/source")
-    return None if el is None else el.get("file")
+def uses_vhost(xml: str) -> bool:
+    """Whether the first NIC asks for the vhost-net backend (`<driver name='vhost'/>`)."""
+    el = _parse(xml).find("devices/interface/driver")
+    return el is not None and el.get("name") == "vhost"
 
 
 def etree_domain_type(xml: str) -> str:

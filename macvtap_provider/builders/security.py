@@ -21,7 +21,10 @@ Risk of each mode:
     read-write. It is no safer than ``privileged``: it only omits what the host cannot give.
 
 ``auto``
-    ``privileged`` when the host's bounding set is complete, else ``capabilities``.
+    ``privileged`` if the docker daemon starts the container that way, else
+    ``capabilities``: the daemon, whose capability bounding set may differ from this
+    process's (and which may run on another host), is the judge. `modes_to_try` gives
+    the order; the LibvirtContainer provider and the doctor both follow it.
 
 Both modes run docker's init (``init=True``) in front of the command: libvirtd as PID 1
 leaves zombie qemu probe processes behind and then hangs.
@@ -130,21 +133,19 @@ def missing_capabilities(bounding: frozenset[str]) -> list[str]:
     return sorted(set(CAPABILITIES) - bounding)
 
 
-def resolve_mode(mode: SecurityMode, missing: list[str]) -> SecurityMode:
-    """Turn `auto` into a concrete mode: privileged only when no capability is missing.
-
-    runc applies every capability for --privileged, so a single missing one makes it fail.
-    """
-    if mode is not SecurityMode.AUTO:
-        return mode
-    return SecurityMode.CAPABILITIES if missing else SecurityMode.PRIVILEGED
+def modes_to_try(mode: SecurityMode) -> list[SecurityMode]:
+    """The concrete modes to start a container with, in order: `auto` tries
+    `privileged` first and falls back to `capabilities` when the daemon refuses it."""
+    if mode is SecurityMode.AUTO:
+        return [SecurityMode.PRIVILEGED, SecurityMode.CAPABILITIES]
+    return [mode]
 
 
 def container_security_kwargs(mode: SecurityMode, missing: list[str]) -> dict[str, Any]:
     """docker-py `containers.create/run` kwargs for a container that may drive host devices.
 
     Args:
-        mode: The security mode; `auto` is resolved with `resolve_mode`.
+        mode: A concrete security mode (`modes_to_try` turns `auto` into those).
         missing: Capabilities the host cannot grant (`missing_capabilities`); they are dropped
             from "ALL" in capabilities mode.
 
@@ -152,15 +153,19 @@ def container_security_kwargs(mode: SecurityMode, missing: list[str]) -> dict[st
         A fresh dict with `init`, `volumes` (the /dev bind, in docker-py's dict format so the
         caller can merge its own volumes into it) and the mode's privilege settings.
 
-    An explicit `privileged` ignores `missing`: the daemon, whose bounding set may differ
-    from this process's, is the judge (`adapters.host.privileged_allowed` asks it).
+    Raises:
+        SpecError: `mode` is `auto`, which names no single set of settings.
+
+    `privileged` ignores `missing`: the daemon is the judge.
     """
-    resolved = resolve_mode(mode, missing)
+    if mode is SecurityMode.AUTO:
+        raise SpecError("security_mode", "auto is not a concrete mode: try each of "
+                        "modes_to_try(auto) in turn")
     kwargs: dict[str, Any] = {
         "init": True,
         "volumes": {host: dict(spec) for host, spec in DEV_VOLUME.items()},
     }
-    if resolved is SecurityMode.PRIVILEGED:
+    if mode is SecurityMode.PRIVILEGED:
         kwargs["privileged"] = True
         return kwargs
     kwargs.update(

@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import math
 import re
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,6 +21,11 @@ _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 # usable as file and interface-name stems, so both share this stricter rule.
 _NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 MACVTAP_MODES = ("bridge", "vepa", "private", "passthrough")
+VHOST_CHOICES = ("auto", "on", "off")
+DOMAIN_TYPES = ("auto", "kvm", "qemu")
+INTERFACE_TYPES = ("auto", "ethernet", "direct")
+NETWORK_METHODS = ("console", "offline")
+SECURITY_MODES = ("privileged", "capabilities", "auto")
 _IFNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
 MEMORY_MIB_RANGE = (128, 65536)
 VCPU_RANGE = (1, 64)
@@ -162,3 +168,43 @@ def check_nameservers(values: object, field: str = "nameservers") -> tuple[str, 
                             "inside the lab (e.g. the lab network's gateway)")
         out.append(str(addr))
     return tuple(out)
+
+
+#: Transports docker-py speaks (a docker endpoint's URL scheme).
+DOCKER_SCHEMES = ("unix", "tcp", "ssh")
+_DOCKER_HOST_FIX = "use unix:///var/run/docker.sock, tcp://HOST:2376 or ssh://USER@HOST"
+
+
+def check_docker_host(value: object, field: str = "docker_host") -> str | None:
+    """A docker endpoint URL (None or "": the local default, DOCKER_HOST honoured)."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise SpecError(field, f"{value!r} is not a docker endpoint: {_DOCKER_HOST_FIX}")
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme not in DOCKER_SCHEMES:
+        raise SpecError(field, f"{value!r} is not a docker endpoint (scheme "
+                        f"{parts.scheme or 'missing'!r}, not one of "
+                        f"{', '.join(DOCKER_SCHEMES)}): {_DOCKER_HOST_FIX}")
+    if parts.scheme == "unix":
+        if not parts.path.startswith("/") or parts.netloc:
+            raise SpecError(field, f"{value!r} does not name a socket path: use "
+                            "unix:///var/run/docker.sock (three slashes)")
+        return value
+    try:
+        port = parts.port
+    except ValueError:
+        raise SpecError(field, f"{value!r} has an invalid port: {_DOCKER_HOST_FIX}") from None
+    if not parts.hostname or (parts.path not in ("", "/")) or parts.query:
+        raise SpecError(field, f"{value!r} does not name a host: {_DOCKER_HOST_FIX}")
+    if parts.scheme == "tcp" and port is None:
+        raise SpecError(field, f"{value!r} has no port: use tcp://HOST:2376 (TLS) or "
+                        "tcp://HOST:2375")
+    return value
+
+
+def check_absolute_path(value: object, field: str) -> str:
+    """An absolute path (a directory or file on the lab host)."""
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        raise SpecError(field, f"{value!r} is not an absolute path (e.g. /var/lib/macvtap-lab/x)")
+    return value

@@ -21,6 +21,7 @@ from typing import Any, cast
 import docker
 import docker.errors
 
+from macvtap_provider.adapters.docker_api import docker_client
 from macvtap_provider.errors import ImageBuildError
 from macvtap_provider.paths import cache_dir
 
@@ -196,22 +197,6 @@ def build_lock(name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def docker_client() -> Iterator[docker.DockerClient]:
-    """A docker client for one operation; closed afterwards (never kept on an object)."""
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise ImageBuildError(
-            f"cannot reach dockerd ({exc}): start it (`dockerd &`, or `systemctl start docker`) "
-            "and make sure DOCKER_HOST, if set, points at it") from exc
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def image_exists(client: docker.DockerClient, tag: str) -> bool:

@@ -21,13 +21,12 @@ from typing import Any, cast
 
 import docker.errors
 
-from macvtap_provider.adapters.kvm import kvm_usable
-from macvtap_provider.errors import ImageBuildError
+from macvtap_provider.adapters.docker_api import docker_client
+from macvtap_provider.errors import GuestfsError, ImageBuildError
 from macvtap_provider.images.base import (
     RECIPE_LABEL,
     base_image_digest,
     build_lock,
-    docker_client,
     ensure_base_image,
     recipe_hash,
     remove_tree,
@@ -280,45 +279,37 @@ def _install_packages(base_tag: str, digest: str, lock: str, rootfs: Path) -> No
 def _make_disk(rootfs: Path, raw: Path) -> str:
     """Partition, format and fill `raw` from `rootfs` in one libguestfs session; return the
     kernel version it boots."""
-    import guestfs  # Debian's python3-guestfs; imported late so the module loads without it
+    from macvtap_provider.adapters import guestfs_api  # needs Debian's python3-guestfs
 
     if not SYSLINUX_MBR.is_file():
         raise ImageBuildError(
             f"guest image: {SYSLINUX_MBR} is missing: apt-get install syslinux-common extlinux")
     with open(raw, "wb") as disk:
         disk.truncate(DISK_SIZE)
-    g = guestfs.GuestFS(python_return_dict=True)
     try:
-        g.set_backend("direct")
-        if not kvm_usable():
-            g.set_backend_setting("force_tcg", "1")
-        g.add_drive_opts(str(raw), format="raw", readonly=False)
-        log.info("launching libguestfs to lay out the guest disk")
-        g.launch()
-        log.debug("guestfs: partitioning")
-        g.part_disk("/dev/sda", "mbr")
-        g.part_set_bootable("/dev/sda", 1, True)
-        g.mkfs("ext4", "/dev/sda1", label=ROOT_LABEL)
-        g.mount("/dev/sda1", "/")
-        log.debug("guestfs: unpacking the guest filesystem")
-        g.tar_in(str(rootfs), "/", xattrs=True)
-        kernel, initrd = _kernel_and_initrd(g)
-        _configure(g)
-        g.mkdir_p("/boot/extlinux")
-        g.write("/boot/extlinux/extlinux.conf", extlinux_conf(kernel, initrd).encode())
-        log.debug("guestfs: installing extlinux")
-        g.extlinux("/boot/extlinux")
-        g.umount_all()
-        # syslinux's MBR code (440 bytes) leaves the partition table behind it alone.
-        g.pwrite_device("/dev/sda", SYSLINUX_MBR.read_bytes(), 0)
-        g.shutdown()
-    except RuntimeError as exc:  # the bindings raise RuntimeError for every guestfs failure
+        with guestfs_api.launch([guestfs_api.Drive(str(raw), "raw")],
+                                what=f"guest image {raw.name}") as g:
+            log.debug("guestfs: partitioning")
+            g.part_disk("/dev/sda", "mbr")
+            g.part_set_bootable("/dev/sda", 1, True)
+            g.mkfs("ext4", "/dev/sda1", label=ROOT_LABEL)
+            g.mount("/dev/sda1", "/")
+            log.debug("guestfs: unpacking the guest filesystem")
+            g.tar_in(str(rootfs), "/", xattrs=True)
+            kernel, initrd = _kernel_and_initrd(g)
+            _configure(g)
+            g.mkdir_p("/boot/extlinux")
+            g.write("/boot/extlinux/extlinux.conf", extlinux_conf(kernel, initrd).encode())
+            log.debug("guestfs: installing extlinux")
+            g.extlinux("/boot/extlinux")
+            g.umount_all()
+            # syslinux's MBR code (440 bytes) leaves the partition table behind it alone.
+            g.pwrite_device("/dev/sda", SYSLINUX_MBR.read_bytes(), 0)
+    except (RuntimeError, GuestfsError) as exc:  # the bindings raise RuntimeError
         raise ImageBuildError(
             f"guest image: libguestfs failed while building {raw.name}: {exc}: run "
             "`libguestfs-test-tool` (with LIBGUESTFS_BACKEND=direct, and "
             "LIBGUESTFS_BACKEND_SETTINGS=force_tcg when KVM is unusable) to diagnose") from exc
-    finally:
-        g.close()
     return kernel.removeprefix("/boot/vmlinuz-")
 
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import docker.errors
 
+from macvtap_provider.adapters.docker_api import docker_client
 from macvtap_provider.errors import ImageBuildError
 from macvtap_provider.images.base import (
     RECIPE_LABEL,
     build_lock,
-    docker_client,
     drop_replaced_image,
     ensure_base_image,
     image_exists,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import os
 import sys
@@ -12,10 +14,12 @@ import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ReadResult, ResourceProvider
 
 from macvtap_provider.builders.diff import is_unknown, plan_diff
+from macvtap_provider.builders.validation import check_docker_host
 from macvtap_provider.errors import SpecError, UnsupportedError
 
-__all__ = ["LabProvider", "default", "is_unknown", "known", "known_items", "resource_props",
-           "setup_provider_logging"]
+__all__ = ["LabProvider", "check_endpoint", "default", "fill_defaults", "input_names",
+           "is_unknown", "known", "known_items", "output_names", "resource_props",
+           "setup_provider_logging", "spec_defaults", "spec_kwargs"]
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +68,69 @@ def known_items(values: Any, check: Callable[[Any], Any]) -> Any:
     return check(values)
 
 
+def check_endpoint(props: dict[str, Any], key: str = "docker_host") -> None:
+    """Validate a docker endpoint input in place ("" becomes None: the local default)."""
+    if not is_unknown(props.get(key)):
+        props[key] = check_docker_host(props.get(key), key)
+
+
 def default(props: dict[str, Any], key: str, value: Any) -> None:
     """Fill an absent input (None); an explicit value, even 0 or "", is kept and checked."""
     if props.get(key) is None:
         props[key] = value
+
+
+# -- the schema, declared once per resource -----------------------------------------------
+# A resource module declares its Spec (a frozen dataclass whose field defaults are THE
+# defaults), its Args (pulumi Inputs; an optional input defaults to None = "the Spec's
+# default"), and its Resource class, whose annotations name its outputs. Everything else
+# (INPUTS, OUTPUTS, the defaults `check` fills in) is derived from those three here.
+
+
+def spec_defaults(spec_cls: type) -> dict[str, Any]:
+    """The default of every Spec field that has one (a fresh copy of mutable ones)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(spec_cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
+
+
+def fill_defaults(props: dict[str, Any], spec_cls: type,
+                  only: Iterable[str] | None = None) -> None:
+    """Fill every absent input (or those in `only`) with its Spec default. Absent: None,
+    or "" for a string input whose default is a non-empty string (an empty config value
+    means "unset")."""
+    wanted = None if only is None else set(only)
+    for key, value in spec_defaults(spec_cls).items():
+        if wanted is not None and key not in wanted:
+            continue
+        current = props.get(key)
+        if current is None or (current == "" and isinstance(value, str) and value):
+            props[key] = value
+
+
+def spec_kwargs(spec_cls: type, props: Mapping[str, Any]) -> dict[str, Any]:
+    """The Spec fields present (not None) in normalised props, as constructor kwargs."""
+    return {f.name: props[f.name] for f in dataclasses.fields(spec_cls)
+            if props.get(f.name) is not None}
+
+
+def input_names(args_cls: type, exclude: Iterable[str] = ()) -> tuple[str, ...]:
+    """A resource's inputs (its Args fields) compared by `diff`, minus `exclude`
+    (secrets, which are compared through a digest or not at all)."""
+    skip = set(exclude)
+    return tuple(f.name for f in dataclasses.fields(args_cls) if f.name not in skip)
+
+
+def output_names(resource_cls: type, args_cls: type) -> tuple[str, ...]:
+    """The outputs a Resource class declares (annotations) that are not inputs."""
+    inputs = {f.name for f in dataclasses.fields(args_cls)}
+    names = [n for klass in reversed(resource_cls.__mro__)
+             for n in inspect.get_annotations(klass)]
+    return tuple(dict.fromkeys(n for n in names if n not in inputs and not n.startswith("_")))
 
 
 def resource_props(args: object, outputs: Iterable[str], secrets: Iterable[str] = (),

@@ -7,33 +7,22 @@ keys, an optional static eth0, fresh SSH host keys, cloud-init disabled.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import subprocess
-import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource
 
 from macvtap_provider import paths
 from macvtap_provider.adapters import qemu_img
-from macvtap_provider.adapters.isolate import isolated
 from macvtap_provider.builders import guest_config
-from macvtap_provider.builders.secrets import (
-    check_password,
-    customization_digest,
-    new_salt,
-    sha512_crypt,
-)
+from macvtap_provider.builders.secrets import check_password, customization_digest, new_salt
 from macvtap_provider.builders.validation import (
     check_choice,
     check_ipv4_interface,
@@ -42,25 +31,24 @@ from macvtap_provider.builders.validation import (
 from macvtap_provider.errors import GuestfsError, LabError, SpecError
 from macvtap_provider.resources._base import (
     LabProvider,
+    fill_defaults,
+    input_names,
     is_unknown,
     known,
     known_items,
+    output_names,
     resource_props,
+    spec_kwargs,
 )
 
-if TYPE_CHECKING:
-    from macvtap_provider.adapters import guestfs_api
+__all__ = ["CustomizedImage", "CustomizedImageArgs", "CustomizedImageProvider",
+           "CustomizedImageSpec", "NetworkArgs", "StaticNetwork", "base_link_path",
+           "marker_path", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
 MODES = ("overlay", "copy")
 MARKER_SUFFIX = ".macvtap-lab.json"
-# Inputs whose change means a new image (all of them but the provider plumbing).
-PUBLIC_INPUTS = ("base_image", "base_sha256", "output_path", "mode", "sshd_settings",
-                 "nameservers", "hostname", "authorized_keys", "network")
-#: Creates arriving within this window of the first share its appliance launch (the
-#: window overlaps the start-up of the isolated interpreter, so costs a single image little).
-BATCH_WINDOW_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -72,12 +60,15 @@ class StaticNetwork:
 
 @dataclass(frozen=True)
 class CustomizedImageSpec:
+    """An image's inputs, validated, with their defaults (the only place they are set)."""
+
+    #: "" is filled in by `check`: the locally built Debian guest (built when missing).
     base_image: Path
     output_path: Path
     root_password: str = field(repr=False)
     mode: str = "overlay"
-    sshd_settings: dict[str, str] = field(default_factory=lambda: dict(
-        guest_config.DEFAULT_SSHD_SETTINGS))
+    sshd_settings: dict[str, str] = field(
+        default_factory=lambda: dict(guest_config.DEFAULT_SSHD_SETTINGS))
     nameservers: tuple[str, ...] = ()
     hostname: str = "lab-guest"
     authorized_keys: tuple[str, ...] = ()
@@ -86,27 +77,67 @@ class CustomizedImageSpec:
 
     @staticmethod
     def from_props(props: dict[str, Any]) -> CustomizedImageSpec:
-        net = props.get("network")
-        return CustomizedImageSpec(
-            base_image=Path(props["base_image"]), output_path=Path(props["output_path"]),
-            root_password=props["root_password"], mode=props.get("mode") or "overlay",
-            sshd_settings=dict(props.get("sshd_settings") or guest_config.DEFAULT_SSHD_SETTINGS),
-            nameservers=tuple(props.get("nameservers") or ()),
-            hostname=props.get("hostname") or "lab-guest",
-            authorized_keys=tuple(props.get("authorized_keys") or ()),
-            network=StaticNetwork(net["address"], int(net["prefix"]), net["gateway"]) if net else None,
-            base_sha256=props.get("base_sha256") or None,
-        )
+        kwargs = spec_kwargs(CustomizedImageSpec, props)
+        net = kwargs.get("network")
+        kwargs.update(
+            base_image=Path(kwargs["base_image"]), output_path=Path(kwargs["output_path"]),
+            sshd_settings=dict(kwargs.get("sshd_settings") or {}) or
+            dict(guest_config.DEFAULT_SSHD_SETTINGS),
+            nameservers=tuple(kwargs.get("nameservers") or ()),
+            authorized_keys=tuple(kwargs.get("authorized_keys") or ()),
+            network=StaticNetwork(net["address"], int(net["prefix"]), net["gateway"])
+            if net else None,
+            base_sha256=kwargs.get("base_sha256") or None)
+        return CustomizedImageSpec(**kwargs)
 
 
-def marker_path(output: Path) -> Path:
-    return output.with_name(output.name + MARKER_SUFFIX)
+@dataclass
+class NetworkArgs:
+    """A static IPv4 configuration written into the image (ifupdown eth0)."""
+
+    address: pulumi.Input[str]
+    prefix: pulumi.Input[int]
+    gateway: pulumi.Input[str]
+
+
+@dataclass
+class CustomizedImageArgs:
+    """Inputs of a CustomizedImage; None: the default of `CustomizedImageSpec`."""
+
+    #: Where the qcow2 is written (an absolute path ending in .qcow2).
+    output_path: pulumi.Input[str]
+    #: root's password (secret; only its SHA-512 crypt hash enters the image).
+    root_password: pulumi.Input[str]
+    #: A qcow2 base image (default: the locally built Debian guest).
+    base_image: pulumi.Input[str] | None = None
+    #: The base's expected sha256 (checked in `check`).
+    base_sha256: pulumi.Input[str] | None = None
+    #: overlay (a qcow2 overlay on the base) or copy (a full copy).
+    mode: pulumi.Input[str] | None = None
+    #: sshd_config keyword -> value, winning over drop-ins (default: root login by password).
+    sshd_settings: pulumi.Input[dict[str, str]] | None = None
+    #: /etc/resolv.conf's resolvers (lab addresses only; default: none).
+    nameservers: pulumi.Input[list[str]] | None = None
+    #: The guest's hostname.
+    hostname: pulumi.Input[str] | None = None
+    #: root's authorized SSH public keys.
+    authorized_keys: pulumi.Input[list[str]] | None = None
+    #: A static eth0 (default: none; the guest is configured at boot or on its console).
+    network: pulumi.Input[NetworkArgs] | pulumi.Input[dict[str, Any]] | None = None
 
 
 def base_link_path(output: Path) -> Path:
     """Where an overlay's base is linked, beside it (so the relative backing path works in
     the container too, where only the work directory is mounted)."""
     return output.with_name(output.stem + ".base" + output.suffix)
+
+
+def marker_path(output: Path) -> Path:
+    return output.with_name(output.name + MARKER_SUFFIX)
+
+
+# Inputs whose change means a new image (all of them but the secret, compared by digest).
+PUBLIC_INPUTS = input_names(CustomizedImageArgs, exclude=("root_password",))
 
 
 def public_fields(props: dict[str, Any]) -> dict[str, Any]:
@@ -173,8 +204,8 @@ class CustomizedImageProvider(LabProvider):
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
         if not props.get("base_image"):
             props["base_image"] = str(paths.default_guest_image())
-        if props.get("mode") is None:
-            props["mode"] = "overlay"
+        # Only these: the others' absent values take part, as given, in the digest.
+        fill_defaults(props, CustomizedImageSpec, only=("mode", "sshd_settings", "hostname"))
         known(props, "mode", lambda v: check_choice(v, "mode", MODES))
         known(props, "output_path", _check_output_path)
         if not is_unknown(props["base_image"]):
@@ -182,17 +213,14 @@ class CustomizedImageProvider(LabProvider):
         known(props, "root_password", check_password)
         if props.get("root_password") is None:
             raise SpecError("root_password", "is required: set it (as a secret)")
-        settings = props.get("sshd_settings")
-        if settings is None:
-            props["sshd_settings"] = dict(guest_config.DEFAULT_SSHD_SETTINGS)
-        elif not is_unknown(settings):
+        settings = props["sshd_settings"]
+        if not is_unknown(settings):
             if not isinstance(settings, dict):
                 raise SpecError("sshd_settings", "must be a mapping of sshd_config keyword to value")
             props["sshd_settings"] = guest_config.check_sshd_settings(settings)
         ns = known(props, "nameservers", lambda v: known_items(v, check_nameservers))
         if ns is not None:
             props["nameservers"] = list(ns)
-        props["hostname"] = props.get("hostname") or "lab-guest"
         known(props, "hostname", guest_config.check_hostname)
         keys = known(props, "authorized_keys",
                      lambda v: known_items(v, guest_config.check_ssh_keys))
@@ -228,8 +256,10 @@ class CustomizedImageProvider(LabProvider):
         self._claim(out)
         started = time.monotonic()
         try:
-            # libguestfs forks; it must not run inside the provider's gRPC process.
-            _BATCHER.build(spec)
+            # Imported here: programs and previews never customise an image.
+            from macvtap_provider.images import customize
+
+            customize.BATCHER.run(spec)  # isolated, sharing launches with concurrent creates
         except BaseException:
             self._remove_files(out)
             raise
@@ -254,54 +284,6 @@ class CustomizedImageProvider(LabProvider):
                                    "before the image is rebuilt")
             log.info("replacing %s left by an interrupted run", out)
         marker.write_text(json.dumps({"created": time.time(), "pid": os.getpid()}))
-
-    @staticmethod
-    def make_disk(spec: CustomizedImageSpec) -> None:
-        out = spec.output_path
-        tmp_out = out.with_name(out.name + ".tmp")
-        tmp_out.unlink(missing_ok=True)
-        if spec.mode == "overlay":
-            link = base_link_path(out)
-            link.unlink(missing_ok=True)
-            try:
-                os.link(spec.base_image, link)  # same inode: the base is only ever read
-            except OSError:
-                log.info("%s is on another filesystem: copying the base beside the overlay",
-                         spec.base_image)
-                subprocess.run(["cp", "--reflink=auto", str(spec.base_image), str(link)],
-                               check=True)
-            qemu_img.create_overlay(link, tmp_out)
-        else:
-            log.info("copying %s (mode copy)", spec.base_image)
-            qemu_img.copy(spec.base_image, tmp_out)
-        tmp_out.replace(out)
-
-    @staticmethod
-    def customize(session: guestfs_api.GuestSession, spec: CustomizedImageSpec,
-                  host_keys: Path | None = None) -> None:
-        """Every edit, in one mounted session; `host_keys`: a directory of keys made for it."""
-        day = int(time.time() // 86400)
-        shadow = session.read("/etc/shadow")
-        session.write("/etc/shadow", guest_config.shadow_with_root_hash(
-            shadow, sha512_crypt(spec.root_password), day), mode=0o640)
-        sshd = session.read("/etc/ssh/sshd_config") if session.exists("/etc/ssh/sshd_config") else ""
-        session.write("/etc/ssh/sshd_config", guest_config.edit_sshd_config(sshd, spec.sshd_settings))
-        session.write("/etc/resolv.conf", guest_config.resolv_conf(spec.nameservers))
-        for path, text in guest_config.hostname_files(spec.hostname).items():
-            session.write(path, text)
-        if spec.authorized_keys:
-            session.write("/root/.ssh/authorized_keys",
-                          guest_config.authorized_keys(spec.authorized_keys), mode=0o600)
-        if spec.network:
-            session.write("/etc/network/interfaces.d/eth0", guest_config.interfaces_eth0(
-                spec.network.address, spec.network.prefix, spec.network.gateway,
-                spec.nameservers))
-        else:
-            session.remove("/etc/network/interfaces.d/eth0")
-        if session.is_dir("/etc/cloud"):
-            # cloud-init would stall boot looking for a metadata server.
-            session.touch("/etc/cloud/cloud-init.disabled")
-        _install_host_keys(session, host_keys)
 
     @staticmethod
     def _describe(out: Path) -> dict[str, Any]:
@@ -333,219 +315,38 @@ class CustomizedImageProvider(LabProvider):
         paths.prune_empty_dirs(out.parent, levels=2)  # images/ and the work dir
 
 
-def build_images(specs: Sequence[CustomizedImageSpec]) -> list[str | None]:
-    """Make every disk, then customise them all in one appliance launch (runs isolated).
-
-    Returns one entry per spec: None when its image is done, else why it failed (the
-    other images are still made).
-    """
-    errors: list[str | None] = [None] * len(specs)
-
-    def failed(i: int, exc: BaseException) -> None:
-        errors[i] = str(exc) if isinstance(exc, LabError) else \
-            f"image {specs[i].output_path}: {type(exc).__name__}: {exc}"
-
-    # Imported here: `pulumi preview` and every no-op `up` load this module (in the program
-    # and in the provider process) without ever customising an image.
-    from macvtap_provider.adapters import guestfs_api
-
-    todo = []
-    for i, spec in enumerate(specs):
-        try:
-            if spec.base_image == paths.default_guest_image() and not spec.base_image.exists():
-                from macvtap_provider.images.guest_image import ensure_guest_image
-
-                log.info("building the default Debian guest image (first time: ~75 s)")
-                ensure_guest_image(spec.base_image)
-            CustomizedImageProvider.make_disk(spec)
-            todo.append(i)
-        except Exception as exc:  # noqa: BLE001 - reported per image, the others go on
-            failed(i, exc)
-    if not todo:
-        return errors
-    with _host_keys(len(todo)) as keys, guestfs_api.open_images(
-            [str(specs[i].output_path) for i in todo]) as appliance:
-        for slot, i in enumerate(todo):
-            try:
-                with appliance.session(slot) as session:
-                    CustomizedImageProvider.customize(session, specs[i], keys(slot))
-            except Exception as exc:  # noqa: BLE001 - reported per image, the others go on
-                failed(i, exc)
-    return errors
-
-
-class _Batch:
-    def __init__(self) -> None:
-        self.specs: list[CustomizedImageSpec] = []
-        self.errors: list[str | None] = []
-        self.done = threading.Event()
-
-
-class _Batcher:
-    """CustomizedImage creates that arrive together in one provider process share
-    isolated appliance launches, one per CPU at most: a stack with several guests
-    customises all their images in one or two launches (~12 s each under TCG) instead of
-    one launch per image.
-
-    Process-local coordination only (a lock and an event; no handle to anything outside),
-    kept out of the provider instance, which stays stateless and picklable.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: _Batch | None = None
-
-    def build(self, spec: CustomizedImageSpec) -> None:
-        with self._lock:
-            batch, leader = self._open, self._open is None
-            if batch is None:
-                batch = self._open = _Batch()
-            slot = len(batch.specs)
-            batch.specs.append(spec)
-        if leader:
-            self._lead(batch)
-        else:
-            batch.done.wait()
-        error = batch.errors[slot] if slot < len(batch.errors) else \
-            f"image {spec.output_path}: the shared libguestfs launch failed"
-        if error is not None:
-            raise GuestfsError(error)
-
-    def _lead(self, batch: _Batch) -> None:
-        try:
-            with isolated() as call:  # the fresh interpreter starts now...
-                time.sleep(BATCH_WINDOW_S)  # ...while images created at the same time join
-                with self._lock:
-                    self._open = None
-                specs = list(batch.specs)
-                groups = split_batch(len(specs), launch_slots())
-                if len(specs) > 1:
-                    log.info("customising %d images in %d appliance launch(es)", len(specs),
-                             len(groups))
-                errors: list[str | None] = [None] * len(specs)
-
-                def run(group: list[int], caller: Callable[..., Any]) -> None:
-                    try:
-                        done = caller(build_images, [specs[i] for i in group])
-                    except Exception as exc:  # noqa: BLE001 - reported to every image of it
-                        done = [f"image {specs[i].output_path}: the libguestfs launch failed: "
-                                f"{exc}" for i in group]
-                    for i, error in zip(group, done, strict=True):
-                        errors[i] = error
-
-                def run_alone(group: list[int]) -> None:
-                    with isolated() as own:
-                        run(group, own)
-
-                others = [threading.Thread(target=run_alone, args=(g,), daemon=True)
-                          for g in groups[1:]]
-                for thread in others:
-                    thread.start()
-                run(groups[0], call)
-                for thread in others:
-                    thread.join()
-                batch.errors = errors
-        except BaseException as exc:
-            batch.errors = [f"image {s.output_path}: the libguestfs launch failed: {exc}"
-                            for s in batch.specs]
-            raise
-        finally:
-            with self._lock:
-                if self._open is batch:
-                    self._open = None
-            batch.done.set()
-
-
-def launch_slots() -> int:
-    """How many appliances may run at once: one per CPU (each is one busy vCPU under TCG)."""
-    return max(1, len(os.sched_getaffinity(0)))
-
-
-def split_batch(count: int, slots: int) -> list[list[int]]:
-    """Indexes 0..count-1 dealt round-robin into at most `slots` non-empty groups."""
-    groups = max(1, min(count, slots))
-    return [list(range(start, count, groups)) for start in range(groups)]
-
-
-_BATCHER = _Batcher()
-
-
-@contextlib.contextmanager
-def _host_keys(count: int) -> Iterator[Callable[[int], Path]]:
-    """`count` sets of SSH host keys, made on the host (faster than in a TCG guest) while
-    the appliance launches; yields `keys(i)` -> the directory holding set i (after waiting
-    for it)."""
-    with tempfile.TemporaryDirectory(prefix="hostkeys-") as tmp:
-        procs = []
-        for i in range(count):
-            (Path(tmp) / str(i) / "etc" / "ssh").mkdir(parents=True)
-            procs.append(subprocess.Popen(["ssh-keygen", "-A", "-f", str(Path(tmp) / str(i))],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-
-        def keys(i: int) -> Path:
-            _out, err = procs[i].communicate()
-            if procs[i].returncode != 0:
-                raise GuestfsError(f"ssh-keygen -A failed: {err.decode(errors='replace')}")
-            return Path(tmp) / str(i) / "etc" / "ssh"
-
-        try:
-            yield keys
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
-
-
-def _install_host_keys(session: guestfs_api.GuestSession, keys_dir: Path | None = None) -> None:
-    """Give this clone its own SSH host keys (made on the host, faster than in a TCG guest)."""
-    for old in session.glob("/etc/ssh/ssh_host_*"):
-        session.remove(old)
-    with contextlib.ExitStack() as stack:
-        if keys_dir is None:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hostkeys-"))
-            (Path(tmp) / "etc" / "ssh").mkdir(parents=True)
-            subprocess.run(["ssh-keygen", "-A", "-f", tmp], check=True, capture_output=True)
-            keys_dir = Path(tmp) / "etc" / "ssh"
-        for key in sorted(keys_dir.iterdir()):
-            private = not key.name.endswith(".pub")
-            session.write(f"/etc/ssh/{key.name}", key.read_bytes(), mode=0o600 if private else 0o644)
-
-
-@dataclass
-class NetworkArgs:
-    address: pulumi.Input[str]
-    prefix: pulumi.Input[int]
-    gateway: pulumi.Input[str]
-
-
-@dataclass
-class CustomizedImageArgs:
-    output_path: pulumi.Input[str]
-    root_password: pulumi.Input[str]
-    base_image: pulumi.Input[str] | None = None
-    base_sha256: pulumi.Input[str] | None = None
-    mode: pulumi.Input[str] = "overlay"
-    sshd_settings: pulumi.Input[dict[str, str]] | None = None
-    nameservers: pulumi.Input[list[str]] | None = None
-    hostname: pulumi.Input[str] | None = None
-    authorized_keys: pulumi.Input[list[str]] | None = None
-    network: pulumi.Input[dict[str, Any]] | None = None
-
-
 class CustomizedImage(Resource, module="macvtap", name="CustomizedImage"):
     """A qcow2 guest disk (overlay on a base by default) customised offline."""
 
+    output_path: pulumi.Output[str]
+    base_image: pulumi.Output[str]
+    base_sha256: pulumi.Output[str | None]
+    mode: pulumi.Output[str]
+    sshd_settings: pulumi.Output[dict[str, str]]
+    nameservers: pulumi.Output[list[str] | None]
+    hostname: pulumi.Output[str]
+    authorized_keys: pulumi.Output[list[str] | None]
+    network: pulumi.Output[dict[str, Any] | None]
+    #: The image's path (= output_path; also its Pulumi id).
     path: pulumi.Output[str]
+    #: qcow2.
     format: pulumi.Output[str]
+    #: The disk's virtual size in bytes.
     virtual_size: pulumi.Output[int]
+    #: The overlay's backing file, relative to it ("" for a copy).
+    backing_file: pulumi.Output[str]
+    #: A salted digest of everything applied to it (no password hash): a changed
+    #: customisation (a new password too) changes it, so domains using it are replaced.
     digest: pulumi.Output[str]
+    #: The digest's salt.
+    salt: pulumi.Output[str]
 
     def __init__(self, resource_name: str, args: CustomizedImageArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        props, opts = resource_props(
-            args, ("path", "format", "virtual_size", "backing_file", "digest", "salt"),
-            secrets=("root_password",), opts=opts)
+        props, opts = resource_props(args, OUTPUTS, secrets=("root_password",), opts=opts)
         if isinstance(props.get("network"), NetworkArgs):
             props["network"] = vars(props["network"])
         super().__init__(CustomizedImageProvider(), resource_name, props, opts)
+
+
+OUTPUTS = output_names(CustomizedImage, CustomizedImageArgs)

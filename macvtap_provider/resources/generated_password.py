@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import secrets
 import string
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource
 
 from macvtap_provider.builders.validation import check_int_range
-from macvtap_provider.resources._base import LabProvider, default, known
+from macvtap_provider.resources._base import LabProvider, fill_defaults, known
 
 ALPHABET = string.ascii_letters + string.digits
+LENGTH_RANGE = (12, 128)
+
+
+@dataclass(frozen=True)
+class GeneratedPasswordSpec:
+    """A generated password's inputs, with their defaults."""
+
+    length: int = 20
 
 
 class GeneratedPasswordProvider(LabProvider):
@@ -21,8 +30,8 @@ class GeneratedPasswordProvider(LabProvider):
     KIND = "GeneratedPassword"
 
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
-        default(props, "length", 20)
-        known(props, "length", lambda v: check_int_range(v, "length", 12, 128))
+        fill_defaults(props, GeneratedPasswordSpec)
+        known(props, "length", lambda v: check_int_range(v, "length", *LENGTH_RANGE))
         return props
 
     def create(self, props: dict[str, Any]) -> CreateResult:
@@ -35,11 +44,14 @@ class GeneratedPasswordProvider(LabProvider):
 
 
 class GeneratedPassword(Resource, module="macvtap", name="GeneratedPassword"):
-    """A random alphanumeric password; `result` is a secret output."""
+    """A random alphanumeric password (12-128 characters, default 20), made once and kept
+    in the state; `result` is a secret output."""
 
+    length: pulumi.Output[int]
+    #: The password (secret).
     result: pulumi.Output[str]
 
-    def __init__(self, resource_name: str, length: int = 20,
+    def __init__(self, resource_name: str, length: pulumi.Input[int] | None = None,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
             additional_secret_outputs=["result"]))

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
-from docker.models.containers import Container
 from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 
-from macvtap_provider.adapters import console, docker_api, netlink
+from macvtap_provider.adapters import console, docker_api
+from macvtap_provider.adapters.lab_host import LabHost, for_endpoint
 from macvtap_provider.builders import guest_config
 from macvtap_provider.builders.secrets import check_password
 from macvtap_provider.builders.validation import (
+    NETWORK_METHODS,
     check_choice,
     check_ifname,
     check_ipv4_interface,
@@ -33,22 +32,29 @@ from macvtap_provider.builders.validation import (
 from macvtap_provider.errors import LabError, LabTimeoutError, NotFoundError, SpecError
 from macvtap_provider.resources._base import (
     LabProvider,
+    check_endpoint,
+    fill_defaults,
+    input_names,
     is_unknown,
     known,
     known_items,
+    output_names,
     resource_props,
+    spec_kwargs,
 )
-from macvtap_provider.resources.macvtap_domain import container_pid, container_state
 
 log = logging.getLogger(__name__)
 
-METHODS = ("console", "offline")
-PROBE_LABEL = "org.macvtap-lab.probe"
+METHODS = NETWORK_METHODS
+#: The probe containers' label (adapters.docker_api.PROBE_LABEL, value: the lab container).
+PROBE_LABEL = docker_api.PROBE_LABEL
 REACH_TIMEOUT_S = 180.0
 
 
 @dataclass(frozen=True)
 class GuestNetworkSpec:
+    """A guest network handover's inputs, validated, with their defaults."""
+
     domain: str
     libvirt_uri: str
     container: str
@@ -61,18 +67,16 @@ class GuestNetworkSpec:
     nameservers: tuple[str, ...] = ()
     container_dev: str = "eth0"
     docker_host: str | None = None
+    #: "": the project's libvirt image (it has ping and bash).
     probe_image: str = ""
+    domain_id: str | None = None
 
     @staticmethod
     def from_props(props: dict[str, Any]) -> GuestNetworkSpec:
-        return GuestNetworkSpec(
-            domain=props["domain"], libvirt_uri=props["libvirt_uri"],
-            container=props["container"], network=props["network"],
-            address=props["address"], prefix=int(props["prefix"]), gateway=props["gateway"],
-            root_password=props.get("root_password"), method=props.get("method") or "console",
-            nameservers=tuple(props.get("nameservers") or ()),
-            container_dev=props.get("container_dev") or "eth0",
-            docker_host=props.get("docker_host"), probe_image=props.get("probe_image") or "")
+        kwargs = spec_kwargs(GuestNetworkSpec, props)
+        kwargs["prefix"] = int(kwargs["prefix"])
+        kwargs["nameservers"] = tuple(kwargs.get("nameservers") or ())
+        return GuestNetworkSpec(**kwargs)
 
 
 def guest_commands(spec: GuestNetworkSpec) -> list[str]:
@@ -89,21 +93,58 @@ def guest_commands(spec: GuestNetworkSpec) -> list[str]:
     return cmds
 
 
+def reach_script(address: str) -> tuple[str, str]:
+    """(wait until ping and TCP 22 answer, ping once) as shell commands for the probe."""
+    ping = f"ping -c 1 -W 1 {address} >/dev/null"
+    tcp = f"(exec 3<>/dev/tcp/{address}/22) 2>/dev/null"
+    return f"until {ping} && {tcp}; do sleep 0.5; done", ping
+
+
+@dataclass
+class GuestNetworkArgs:
+    """Inputs of a GuestNetwork; None: the default of `GuestNetworkSpec`."""
+
+    #: The MacvtapDomain's name.
+    domain: pulumi.Input[str]
+    #: libvirt in the LibvirtContainer (its `libvirt_uri`).
+    libvirt_uri: pulumi.Input[str]
+    #: The LibvirtContainer's name: its address moves to the guest.
+    container: pulumi.Input[str]
+    #: The docker network the reachability probe joins (a LabNetwork's name).
+    network: pulumi.Input[str]
+    #: The guest's address, prefix length and gateway.
+    address: pulumi.Input[str]
+    prefix: pulumi.Input[int]
+    gateway: pulumi.Input[str]
+    #: The guest's root password (secret; needed by method console).
+    root_password: pulumi.Input[str] | None = None
+    #: console (log in on the serial console, as the seed) or offline (in the image).
+    method: pulumi.Input[str] | None = None
+    #: Resolvers written by method console (lab addresses only).
+    nameservers: pulumi.Input[list[str]] | None = None
+    #: The container's device that holds the address.
+    container_dev: pulumi.Input[str] | None = None
+    #: Docker endpoint of the container's host (default: the local socket).
+    docker_host: pulumi.Input[str] | None = None
+    #: Image of the probe container (default: the project's libvirt image).
+    probe_image: pulumi.Input[str] | None = None
+    #: The MacvtapDomain's Pulumi id: a domain made again (new id) gets its network again.
+    domain_id: pulumi.Input[str] | None = None
+
+
 class GuestNetworkProvider(LabProvider):
-    INPUTS = ("domain", "libvirt_uri", "container", "network", "address", "prefix", "gateway",
-              "method", "nameservers", "container_dev", "docker_host", "probe_image",
-              "domain_id")
+    INPUTS = input_names(GuestNetworkArgs, exclude=("root_password",))
     REPLACE_ON = frozenset(INPUTS)
     KIND = "GuestNetwork"
 
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
+        fill_defaults(props, GuestNetworkSpec)
         known(props, "domain", lambda v: check_name(v, "domain"))
         known(props, "network", lambda v: check_name(v, "network"))
         known(props, "container", lambda v: check_name(v, "container"))
-        props["method"] = props.get("method") or "console"
         known(props, "method", lambda v: check_choice(v, "method", METHODS))
-        props["container_dev"] = props.get("container_dev") or "eth0"
         known(props, "container_dev", lambda v: check_ifname(v, "container_dev"))
+        check_endpoint(props)
         triple = (props.get("address"), props.get("prefix"), props.get("gateway"))
         if None in triple:
             raise SpecError("address", "address, prefix and gateway are required "
@@ -125,40 +166,32 @@ class GuestNetworkProvider(LabProvider):
     # -- create -----------------------------------------------------------------------------
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = GuestNetworkSpec.from_props(props)
-        pid = self._pid(spec)
-        with netlink.in_netns(pid) as ns:
-            info = netlink.link(ns, spec.container_dev)
-            if info is None:
+        host = for_endpoint(spec.docker_host)
+        with host.netns(spec.container) as ns:
+            if ns.link(spec.container_dev) is None:
                 raise NotFoundError(f"container {spec.container!r} has no {spec.container_dev}")
         if spec.method == "console":
             assert spec.root_password is not None
             log.info("guest %s: waiting for the serial login prompt (boot under TCG ~20-40 s)",
                      spec.domain)
             with console.serial_login(spec.libvirt_uri, spec.domain, spec.root_password) as shell:
-                self._handover(spec, pid)
+                self._handover(spec, host)
                 try:
                     for cmd in guest_commands(spec):
                         shell.check(cmd)
                 except BaseException:
-                    self._give_back(spec, pid)
+                    self._give_back(spec, host)
                     raise
         else:
-            self._handover(spec, pid)
+            self._handover(spec, host)
         try:
-            self._prove_reachable(spec)
+            self._prove_reachable(spec, host)
         except BaseException:
-            self._give_back(spec, pid)
+            self._give_back(spec, host)
             raise
         outs = {k: v for k, v in props.items() if k != "root_password"}
         outs.update(self._outs(spec, moved=True), reachable=True)
         return CreateResult(f"{spec.container}/{spec.address}", outs)
-
-    @staticmethod
-    def _pid(spec: GuestNetworkSpec) -> int:
-        pid = container_pid(spec.docker_host, spec.container)
-        if pid is None:
-            raise NotFoundError(f"container {spec.container!r} is not running")
-        return pid
 
     @staticmethod
     def _outs(spec: GuestNetworkSpec, moved: bool) -> dict[str, Any]:
@@ -166,57 +199,43 @@ class GuestNetworkProvider(LabProvider):
                 "moved": moved}
 
     @staticmethod
-    def _handover(spec: GuestNetworkSpec, pid: int) -> None:
-        with netlink.in_netns(pid) as ns:
-            if netlink.remove_address(ns, spec.container_dev, spec.address, spec.prefix):
+    def _handover(spec: GuestNetworkSpec, host: LabHost) -> None:
+        with host.netns(spec.container) as ns:
+            if ns.remove_address(spec.container_dev, spec.address, spec.prefix):
                 log.info("removed %s/%d from %s:%s (the guest owns it now)", spec.address,
                          spec.prefix, spec.container, spec.container_dev)
 
     @staticmethod
-    def _give_back(spec: GuestNetworkSpec, pid: int) -> None:
-        with contextlib.suppress(LabError), netlink.in_netns(pid) as ns:
-            netlink.restore_address(ns, spec.container_dev, spec.address, spec.prefix,
-                                    spec.gateway)
+    def _give_back(spec: GuestNetworkSpec, host: LabHost) -> None:
+        with contextlib.suppress(LabError), host.netns(spec.container) as ns:
+            ns.restore_address(spec.container_dev, spec.address, spec.prefix, spec.gateway)
             log.info("restored %s/%d on %s:%s", spec.address, spec.prefix, spec.container,
                      spec.container_dev)
 
     @staticmethod
-    @contextlib.contextmanager
-    def _probe(spec: GuestNetworkSpec) -> Iterator[Container]:
+    def _prove_reachable(spec: GuestNetworkSpec, host: LabHost) -> None:
+        """Wait until the guest answers ping and accepts TCP 22, seen from the lab network.
+
+        One `docker exec` polls inside a probe container (every 0.5 s), so success is
+        seen as soon as sshd listens; on timeout a last look says which of the two failed.
+        """
         image = spec.probe_image
         if not image:
             from macvtap_provider.images.libvirt_image import ensure_libvirt_image
 
             image = ensure_libvirt_image()
-        name = f"{spec.container}-probe-{secrets.token_hex(3)}"
-        with docker_api.docker_client(spec.docker_host) as client:
-            with docker_api.translate_errors(f"starting probe container {name!r}"):
-                probe = client.containers.run(
-                    image, ["900"], entrypoint=["sleep"], name=name, detach=True,
-                    network=spec.network, labels={PROBE_LABEL: spec.container}, init=True)
-            try:
-                yield probe
-            finally:
-                docker_api.remove_container(client, name)
-
-    def _prove_reachable(self, spec: GuestNetworkSpec) -> None:
-        """Wait until the guest answers ping and accepts TCP 22, seen from the lab network.
-
-        One `docker exec` polls inside the probe container (every 0.5 s), so success is
-        seen as soon as sshd listens; on timeout a last look says which of the two failed.
-        """
         log.info("probing %s from the docker network %s (ping, TCP 22)", spec.address,
                  spec.network)
-        ping = f"ping -c 1 -W 1 {spec.address} >/dev/null"
-        tcp = f"(exec 3<>/dev/tcp/{spec.address}/22) 2>/dev/null"
-        with self._probe(spec) as probe:
-            rc, _ = docker_api.exec_in(
-                probe, ["bash", "-c", f"until {ping} && {tcp}; do sleep 0.5; done"],
-                timeout_s=int(REACH_TIMEOUT_S))
+        wait, ping = reach_script(spec.address)
+        with host.docker() as client, docker_api.probe_container(
+                client, image, owner=spec.container, network=spec.network,
+                name_prefix=f"{spec.container}-probe-") as probe:
+            rc, _ = docker_api.exec_in(client, probe.name, ["bash", "-c", wait],
+                                       timeout_s=int(REACH_TIMEOUT_S))
             if rc == 0:
                 log.info("guest %s answers ping and TCP 22", spec.address)
                 return
-            rc, _ = docker_api.exec_in(probe, ["bash", "-c", ping])
+            rc, _ = docker_api.exec_in(client, probe.name, ["bash", "-c", ping])
             last = "no ping reply" if rc != 0 else "TCP 22 closed"
         raise LabTimeoutError(f"guest {spec.domain!r} did not answer on {spec.address} within "
                               f"{REACH_TIMEOUT_S:.0f}s ({last}); check the guest's eth0 config "
@@ -226,15 +245,16 @@ class GuestNetworkProvider(LabProvider):
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         self.refuse_import(props)
         spec = GuestNetworkSpec.from_props(props)
-        state, pid = container_state(spec.docker_host, spec.container)
-        if state == "gone":
+        host = for_endpoint(spec.docker_host)
+        info = host.container(spec.container)
+        if info is None:
             return self.read_missing()
-        if pid is None:
+        if not info.running:
             # A stopped container gets its address back from docker when it starts again.
             return ReadResult(id_, {**props, **self._outs(spec, moved=False)})
-        with netlink.in_netns(pid) as ns:
-            info = netlink.link(ns, spec.container_dev)
-        back_on_container = info is not None and (spec.address, spec.prefix) in info.addresses
+        with host.netns(spec.container) as ns:
+            link = ns.link(spec.container_dev)
+        back_on_container = link is not None and (spec.address, spec.prefix) in link.addresses
         return ReadResult(id_, {**props, **self._outs(spec, moved=not back_on_container)})
 
     def drift_replaces(self, olds: dict[str, Any]) -> list[str]:
@@ -246,43 +266,42 @@ class GuestNetworkProvider(LabProvider):
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         spec = GuestNetworkSpec.from_props(props)
-        pid = container_pid(spec.docker_host, spec.container)
-        if pid is None:
+        host = for_endpoint(spec.docker_host)
+        info = host.container(spec.container)
+        if info is None or not info.running:
             return  # the container and its netns are gone: nothing to give back
-        self._give_back(spec, pid)
-
-
-@dataclass
-class GuestNetworkArgs:
-    domain: pulumi.Input[str]
-    libvirt_uri: pulumi.Input[str]
-    container: pulumi.Input[str]
-    network: pulumi.Input[str]
-    address: pulumi.Input[str]
-    prefix: pulumi.Input[int]
-    gateway: pulumi.Input[str]
-    root_password: pulumi.Input[str] | None = None
-    method: pulumi.Input[str] = "console"
-    nameservers: pulumi.Input[list[str]] | None = None
-    container_dev: pulumi.Input[str] = "eth0"
-    docker_host: pulumi.Input[str] | None = None
-    probe_image: pulumi.Input[str] | None = None
-    # The MacvtapDomain's Pulumi id: a domain made again (new id) gets its network again.
-    domain_id: pulumi.Input[str] | None = None
+        self._give_back(spec, host)
 
 
 class GuestNetwork(Resource, module="macvtap", name="GuestNetwork"):
     """Moves the container's eth0 address and default route to the guest, and proves it."""
 
-    guest_ip: pulumi.Output[str]
+    domain: pulumi.Output[str]
+    libvirt_uri: pulumi.Output[str]
+    container: pulumi.Output[str]
+    network: pulumi.Output[str]
+    address: pulumi.Output[str]
     prefix: pulumi.Output[int]
     gateway: pulumi.Output[str]
+    method: pulumi.Output[str]
+    nameservers: pulumi.Output[list[str] | None]
+    container_dev: pulumi.Output[str]
+    docker_host: pulumi.Output[str | None]
+    probe_image: pulumi.Output[str]
+    domain_id: pulumi.Output[str | None]
+    #: The guest's address (= `address`, once the guest answers on it).
+    guest_ip: pulumi.Output[str]
+    #: root@<guest_ip>:22
     ssh_endpoint: pulumi.Output[str]
+    #: True once a probe on the lab network saw ping and TCP 22.
     reachable: pulumi.Output[bool]
+    #: False when refresh found the address back on the container.
     moved: pulumi.Output[bool]
 
     def __init__(self, resource_name: str, args: GuestNetworkArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        props, opts = resource_props(args, ("guest_ip", "ssh_endpoint", "reachable", "moved"),
-                                     secrets=("root_password",), opts=opts)
+        props, opts = resource_props(args, OUTPUTS, secrets=("root_password",), opts=opts)
         super().__init__(GuestNetworkProvider(), resource_name, props, opts)
+
+
+OUTPUTS = output_names(GuestNetwork, GuestNetworkArgs)

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-import docker.types
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource
 
-from macvtap_provider.adapters import docker_api
+from macvtap_provider.adapters import docker_api, lab_host
 from macvtap_provider.builders.validation import check_name, check_subnet
 from macvtap_provider.errors import DockerError, SpecError
-from macvtap_provider.resources._base import LabProvider, is_unknown, known, resource_props
+from macvtap_provider.resources._base import (
+    LabProvider,
+    check_endpoint,
+    fill_defaults,
+    input_names,
+    is_unknown,
+    known,
+    output_names,
+    resource_props,
+    spec_kwargs,
+)
 
 log = logging.getLogger(__name__)
 LABEL = "org.macvtap-lab.network"
@@ -23,19 +31,22 @@ LABEL = "org.macvtap-lab.network"
 
 @dataclass(frozen=True)
 class LabNetworkSpec:
+    """A lab network's inputs, validated, with their defaults."""
+
     name: str
     subnet: str
-    gateway: str
+    #: None: the subnet's first host address.
+    gateway: str | None = None
     internal: bool = True
     docker_host: str | None = None
+    #: None: the subnet's lower half (docker hands out only these; guests use the upper).
     ip_range: str | None = None
 
     @staticmethod
     def from_props(props: dict[str, Any]) -> LabNetworkSpec:
-        return LabNetworkSpec(
-            name=props["name"], subnet=props["subnet"], gateway=props["gateway"],
-            internal=bool(props.get("internal", True)), docker_host=props.get("docker_host"),
-            ip_range=props.get("ip_range"))
+        kwargs = spec_kwargs(LabNetworkSpec, props)
+        kwargs["internal"] = bool(kwargs.get("internal", True))
+        return LabNetworkSpec(**kwargs)
 
 
 def is_leftover(attrs: dict[str, Any], spec: LabNetworkSpec) -> bool:
@@ -48,15 +59,37 @@ def is_leftover(attrs: dict[str, Any], spec: LabNetworkSpec) -> bool:
                     and (not spec.ip_range or p.get("IPRange") == spec.ip_range) for p in pools))
 
 
+@dataclass
+class LabNetworkArgs:
+    """Inputs of a LabNetwork; None: the default of `LabNetworkSpec`."""
+
+    #: The docker network's name.
+    name: pulumi.Input[str]
+    #: Its IPv4 subnet in CIDR form (private ranges only, /29 or larger).
+    subnet: pulumi.Input[str]
+    #: The bridge's address (default: the subnet's first host).
+    gateway: pulumi.Input[str] | None = None
+    #: No route out of the network.
+    internal: pulumi.Input[bool] | None = None
+    #: Docker endpoint (unix://, tcp://, ssh://; default: the local socket).
+    docker_host: pulumi.Input[str] | None = None
+    #: The range docker hands out (default: the subnet's lower half).
+    ip_range: pulumi.Input[str] | None = None
+
+
 class LabNetworkProvider(LabProvider):
-    INPUTS = ("name", "subnet", "gateway", "internal", "docker_host", "ip_range")
+    INPUTS = input_names(LabNetworkArgs)
     REPLACE_ON = frozenset(INPUTS)
     KIND = "LabNetwork"
 
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
+        fill_defaults(props, LabNetworkSpec)
         known(props, "name", lambda v: check_name(v, "name"))
+        check_endpoint(props)
+        if props.get("subnet") is None:
+            raise SpecError("subnet", "is required: the network's IPv4 subnet in CIDR form "
+                            "(e.g. 10.213.0.0/24)")
         net = known(props, "subnet", check_subnet)
-        props.setdefault("internal", True)
         if net is not None:
             gateway = props.get("gateway") or str(next(net.hosts()))
             if not is_unknown(gateway):
@@ -83,75 +116,60 @@ class LabNetworkProvider(LabProvider):
         spec = LabNetworkSpec.from_props(props)
         log.info("creating docker network %s (%s, internal=%s)", spec.name, spec.subnet,
                  spec.internal)
-        pool = docker.types.IPAMPool(subnet=spec.subnet, gateway=spec.gateway,
-                                     iprange=spec.ip_range)
-        with docker_api.docker_client(spec.docker_host) as client:
-            with docker_api.translate_errors(f"creating network {spec.name!r}"):
-                existing = [n for n in client.networks.list(names=[spec.name])
-                            if n.name == spec.name]
-                if existing:
-                    net = existing[0]
-                    net.reload()
-                    if not is_leftover(net.attrs, spec):
-                        raise DockerError(
-                            f"network {spec.name!r} already exists and is not this stack's "
-                            f"(or differs from it): remove it (docker network rm {spec.name}) "
-                            "or pick another name")
-                    # An interrupted `up` made it and never recorded it: take it over.
-                    log.info("taking over network %s left by an interrupted run", spec.name)
-                    return CreateResult(str(net.id), self._outs(props, net.attrs))
-                net = client.networks.create(
-                    spec.name, driver="bridge", internal=spec.internal,
-                    ipam=docker.types.IPAMConfig(pool_configs=[pool]),
-                    labels={LABEL: spec.name}, check_duplicate=True)
-            return CreateResult(str(net.id), self._outs(props, net.attrs))
+        with lab_host.for_endpoint(spec.docker_host).docker() as client:
+            existing = docker_api.find_network(client, spec.name)
+            if existing is not None:
+                if not is_leftover(dict(existing.attrs), spec):
+                    raise DockerError(
+                        f"network {spec.name!r} already exists and is not this stack's "
+                        f"(or differs from it): remove it (docker network rm {spec.name}) "
+                        "or pick another name")
+                # An interrupted `up` made it and never recorded it: take it over.
+                log.info("taking over network %s left by an interrupted run", spec.name)
+                return CreateResult(existing.id, self._outs(props, existing))
+            net = docker_api.create_network(
+                client, spec.name, subnet=spec.subnet, gateway=spec.gateway,
+                ip_range=spec.ip_range, internal=spec.internal, labels={LABEL: spec.name})
+        return CreateResult(net.id, self._outs(props, net))
 
     @staticmethod
-    def _outs(props: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
-        return {**props, "network_id": attrs["Id"],
-                "bridge": attrs.get("Options", {}).get("com.docker.network.bridge.name")
-                or f"br-{attrs['Id'][:12]}"}
+    def _outs(props: dict[str, Any], net: docker_api.NetworkInfo) -> dict[str, Any]:
+        return {**props, "network_id": net.id, "bridge": net.bridge}
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         self.refuse_import(props)
         spec = LabNetworkSpec.from_props(props)
-        with docker_api.docker_client(spec.docker_host) as client:
-            with docker_api.translate_errors(f"reading network {spec.name!r}"):
-                try:
-                    net = client.networks.get(id_)
-                except docker.errors.NotFound:
-                    return self.read_missing()
-            return ReadResult(id_, self._outs(props, net.attrs))
+        with lab_host.for_endpoint(spec.docker_host).docker() as client:
+            net = docker_api.network_by_id(client, id_)
+        if net is None:
+            return self.read_missing()
+        return ReadResult(id_, self._outs(props, net))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         spec = LabNetworkSpec.from_props(props)
         log.info("removing docker network %s", spec.name)
-        with (docker_api.docker_client(spec.docker_host) as client,
-              docker_api.translate_errors(f"removing network {spec.name!r}"),
-              contextlib.suppress(docker.errors.NotFound)):
-            client.networks.get(id_).remove()
-
-
-@dataclass
-class LabNetworkArgs:
-    name: pulumi.Input[str]
-    subnet: pulumi.Input[str] = "10.213.0.0/24"
-    gateway: pulumi.Input[str] | None = None
-    internal: pulumi.Input[bool] = True
-    docker_host: pulumi.Input[str] | None = None
-    ip_range: pulumi.Input[str] | None = None
+        with lab_host.for_endpoint(spec.docker_host).docker() as client:
+            docker_api.remove_network(client, id_)
 
 
 class LabNetwork(Resource, module="macvtap", name="LabNetwork"):
     """A docker bridge network for the lab; `internal` networks cannot reach outside."""
 
-    network_id: pulumi.Output[str]
     name: pulumi.Output[str]
     subnet: pulumi.Output[str]
     gateway: pulumi.Output[str]
+    internal: pulumi.Output[bool]
+    docker_host: pulumi.Output[str | None]
+    ip_range: pulumi.Output[str]
+    #: The docker network's id.
+    network_id: pulumi.Output[str]
+    #: The Linux bridge behind it on the docker host (br-<id>).
     bridge: pulumi.Output[str]
 
     def __init__(self, resource_name: str, args: LabNetworkArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
-        props, opts = resource_props(args, ("network_id", "bridge"), opts=opts)
+        props, opts = resource_props(args, OUTPUTS, opts=opts)
         super().__init__(LabNetworkProvider(), resource_name, props, opts)
+
+
+OUTPUTS = output_names(LabNetwork, LabNetworkArgs)

@@ -14,25 +14,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import libvirt
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 
 from macvtap_provider import faults
-from macvtap_provider.adapters import docker_api, libvirt_api, netlink, qemu_img
-from macvtap_provider.adapters.kvm import kvm_usable
+from macvtap_provider.adapters import libvirt_api
+from macvtap_provider.adapters.lab_host import VHOST_NET, LabHost, for_endpoint
 from macvtap_provider.builders import domain_xml, tap
 from macvtap_provider.builders.validation import (
+    DOMAIN_TYPES,
+    INTERFACE_TYPES,
     MACVTAP_MODES,
     MEMORY_MIB_RANGE,
     VCPU_RANGE,
+    VHOST_CHOICES,
     check_choice,
     check_ifname,
     check_int_range,
@@ -43,59 +43,91 @@ from macvtap_provider.builders.validation import (
 from macvtap_provider.errors import LibvirtError, NetlinkError, NotFoundError, SpecError
 from macvtap_provider.resources._base import (
     LabProvider,
-    default,
+    check_endpoint,
+    fill_defaults,
+    input_names,
     is_unknown,
     known,
+    output_names,
     resource_props,
+    spec_kwargs,
 )
+
+if TYPE_CHECKING:
+    import libvirt
 
 log = logging.getLogger(__name__)
 
-VHOST_NET = Path("/dev/vhost-net")
 CONTAINER_STOPPED = "container-stopped"
-INTERFACE_TYPES = ("auto", "ethernet", "direct")
+#: How long delete waits for qemu to release the disk after the domain is destroyed.
+RELEASE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
 class MacvtapDomainSpec:
+    """A domain's inputs, validated, with their defaults (the only place they are set)."""
+
     name: str
     libvirt_uri: str
     container: str
     disk_path: str
-    mac: str
+    #: None is filled in by `check`: a stable 52:54:00:xx:xx:xx derived from the name.
+    mac: str | None = None
     memory_mib: int = 512
     vcpus: int = 1
     source_dev: str = "eth0"
     mode: str = "bridge"
     vhost: str = "auto"
     domain_type: str = "auto"
-    interface_type: str = "ethernet"
+    #: `check` turns auto into ethernet.
+    interface_type: str = "auto"
     docker_host: str | None = None
+    image_digest: str | None = None
 
     @staticmethod
     def from_props(props: dict[str, Any]) -> MacvtapDomainSpec:
-        return MacvtapDomainSpec(
-            name=props["name"], libvirt_uri=props["libvirt_uri"], container=props["container"],
-            disk_path=props["disk_path"], mac=props["mac"],
-            memory_mib=int(props.get("memory_mib") or 512), vcpus=int(props.get("vcpus") or 1),
-            source_dev=props.get("source_dev") or "eth0", mode=props.get("mode") or "bridge",
-            vhost=props.get("vhost") or "auto", domain_type=props.get("domain_type") or "auto",
-            interface_type=props.get("interface_type") or "ethernet",
-            docker_host=props.get("docker_host"))
+        kwargs = spec_kwargs(MacvtapDomainSpec, props)
+        for key in ("memory_mib", "vcpus"):
+            if key in kwargs:
+                kwargs[key] = int(kwargs[key])
+        return MacvtapDomainSpec(**kwargs)
 
-    def resolved_type(self) -> str:
-        if self.domain_type != "auto":
-            return self.domain_type
-        return "kvm" if kvm_usable() else "qemu"
+    @property
+    def nic_mac(self) -> str:
+        return self.mac or derive_mac(self.name)
 
-    def resolved_vhost(self) -> bool:
-        # The container sees the host's /dev (bind-mounted), so the host's answer is its answer.
-        if self.vhost != "auto":
-            return self.vhost == "on"
-        return VHOST_NET.exists() and self.resolved_type() == "kvm"
+    @property
+    def owner(self) -> str:
+        """Recorded in the domain's metadata: which container/domain made it."""
+        return f"{self.container}/{self.name}"
 
 
-def build_xml(spec: MacvtapDomainSpec, link_name: str | None, uuid: str | None = None) -> str:
+@dataclass(frozen=True)
+class Accel:
+    """How a domain runs, decided once at create (the KVM probe is explicit) and kept."""
+
+    domain_type: str  # kvm or qemu
+    vhost: bool
+
+    @staticmethod
+    def decide(spec: MacvtapDomainSpec, host: LabHost) -> Accel:
+        # Only `auto` asks the host; the probe boots a tiny guest (up to 20 s, then cached).
+        kvm = host.kvm_usable() if spec.domain_type == "auto" else spec.domain_type == "kvm"
+        domain_type = domain_xml.resolve_domain_type(spec.domain_type, kvm)
+        vhost_net = spec.vhost == "auto" and host.has_device(VHOST_NET)
+        return Accel(domain_type, domain_xml.resolve_vhost(spec.vhost, vhost_net, domain_type))
+
+    @staticmethod
+    def recorded(olds: dict[str, Any]) -> Accel | None:
+        """What create decided, from the state (None for states made before it was kept)."""
+        domain_type, vhost = olds.get("domain_type_used"), olds.get("vhost_used")
+        if domain_type in ("kvm", "qemu") and isinstance(vhost, bool):
+            return Accel(str(domain_type), vhost)
+        return None
+
+
+def build_xml(spec: MacvtapDomainSpec, accel: Accel, link_name: str | None,
+              uuid: str | None = None) -> str:
     nic: domain_xml.DirectNic | domain_xml.EthernetNic
     if spec.interface_type == "direct":
         nic = domain_xml.DirectNic(spec.source_dev, spec.mode)
@@ -104,19 +136,8 @@ def build_xml(spec: MacvtapDomainSpec, link_name: str | None, uuid: str | None =
         nic = domain_xml.EthernetNic(link_name)
     return domain_xml.build_domain_xml(domain_xml.DomainXmlSpec(
         name=spec.name, memory_mib=spec.memory_mib, vcpus=spec.vcpus, disk_path=spec.disk_path,
-        mac=spec.mac, nic=nic, domain_type=spec.resolved_type(), vhost=spec.resolved_vhost(),
-        owner=f"{spec.container}/{spec.name}", uuid=uuid))
-
-
-def container_state(docker_host: str | None, name: str) -> tuple[str, int | None]:
-    """("running", pid), ("stopped", None) or ("gone", None) for a container."""
-    with docker_api.docker_client(docker_host) as client:
-        container = docker_api.find_container(client, name)
-        if container is None:
-            return "gone", None
-        if container.status != "running":
-            return "stopped", None
-        return "running", int(container.attrs["State"]["Pid"])
+        mac=spec.nic_mac, nic=nic, domain_type=accel.domain_type, vhost=accel.vhost,
+        owner=spec.owner, uuid=uuid))
 
 
 def libvirtd_hint(container: str) -> str:
@@ -126,15 +147,50 @@ def libvirtd_hint(container: str) -> str:
             "meanwhile), then run the command again")
 
 
-def container_pid(docker_host: str | None, name: str) -> int | None:
-    """The PID of a running container (for its netns); None when it is gone or stopped."""
-    return container_state(docker_host, name)[1]
+def container_status(host: LabHost, name: str) -> str:
+    """running, stopped or gone."""
+    info = host.container(name)
+    if info is None:
+        return "gone"
+    return "running" if info.running else "stopped"
+
+
+@dataclass
+class MacvtapDomainArgs:
+    """Inputs of a MacvtapDomain; None: the default of `MacvtapDomainSpec`."""
+
+    #: The libvirt domain's name.
+    name: pulumi.Input[str]
+    #: libvirt in the LibvirtContainer (its `libvirt_uri` output).
+    libvirt_uri: pulumi.Input[str]
+    #: The LibvirtContainer's name (its netns holds the macvtap).
+    container: pulumi.Input[str]
+    #: The guest disk (a CustomizedImage's `path`).
+    disk_path: pulumi.Input[str]
+    #: Guest memory in MiB (128-65536; changed in place, with a restart).
+    memory_mib: pulumi.Input[int] | None = None
+    #: Virtual CPUs (1-64; changed in place, with a restart).
+    vcpus: pulumi.Input[int] | None = None
+    #: The NIC's MAC (default: derived from the name).
+    mac: pulumi.Input[str] | None = None
+    #: The macvtap's parent device in the container.
+    source_dev: pulumi.Input[str] | None = None
+    #: macvtap mode: bridge, vepa, private or passthrough.
+    mode: pulumi.Input[str] | None = None
+    #: vhost-net: on, off, or auto (on when KVM and /dev/vhost-net).
+    vhost: pulumi.Input[str] | None = None
+    #: kvm, qemu (TCG) or auto (kvm only when a KVM guest really boots on the host).
+    domain_type: pulumi.Input[str] | None = None
+    #: ethernet (provider-made macvtap), direct (libvirt's; one container per host) or auto.
+    interface_type: pulumi.Input[str] | None = None
+    #: Docker endpoint of the container's host (default: the local socket).
+    docker_host: pulumi.Input[str] | None = None
+    #: The image's digest (a CustomizedImage's `digest`): a new image replaces the domain.
+    image_digest: pulumi.Input[str] | None = None
 
 
 class MacvtapDomainProvider(LabProvider):
-    INPUTS = ("name", "libvirt_uri", "container", "disk_path", "mac", "memory_mib", "vcpus",
-              "source_dev", "mode", "vhost", "domain_type", "interface_type", "docker_host",
-              "image_digest")
+    INPUTS = input_names(MacvtapDomainArgs)
     UPDATABLE = frozenset({"memory_mib", "vcpus"})
     REPLACE_ON = frozenset(INPUTS) - UPDATABLE
     KIND = "MacvtapDomain"
@@ -146,23 +202,20 @@ class MacvtapDomainProvider(LabProvider):
                 props["mac"] = normalize_mac(props["mac"], "mac")
         elif name:
             props["mac"] = derive_mac(name)
-        default(props, "memory_mib", 512)
-        default(props, "vcpus", 1)
-        known(props, "memory_mib", lambda v: check_int_range(v, "memory_mib", *MEMORY_MIB_RANGE, "MiB"))
+        fill_defaults(props, MacvtapDomainSpec)
+        known(props, "memory_mib",
+              lambda v: check_int_range(v, "memory_mib", *MEMORY_MIB_RANGE, "MiB"))
         known(props, "vcpus", lambda v: check_int_range(v, "vcpus", *VCPU_RANGE))
-        props["source_dev"] = props.get("source_dev") or "eth0"
         known(props, "source_dev", lambda v: check_ifname(v, "source_dev"))
-        props["mode"] = props.get("mode") or "bridge"
         known(props, "mode", lambda v: check_choice(v, "mode", MACVTAP_MODES))
-        props["vhost"] = props.get("vhost") or "auto"
-        known(props, "vhost", lambda v: check_choice(v, "vhost", ("auto", "on", "off")))
-        props["domain_type"] = props.get("domain_type") or "auto"
-        known(props, "domain_type", lambda v: check_choice(v, "domain_type", ("auto", "kvm", "qemu")))
-        props["interface_type"] = props.get("interface_type") or "auto"
-        known(props, "interface_type", lambda v: check_choice(v, "interface_type", INTERFACE_TYPES))
+        known(props, "vhost", lambda v: check_choice(v, "vhost", VHOST_CHOICES))
+        known(props, "domain_type", lambda v: check_choice(v, "domain_type", DOMAIN_TYPES))
+        known(props, "interface_type",
+              lambda v: check_choice(v, "interface_type", INTERFACE_TYPES))
         if props["interface_type"] == "auto":
             props["interface_type"] = "ethernet"
         known(props, "container", lambda v: check_name(v, "container"))
+        check_endpoint(props)
         path = known(props, "disk_path", str)
         if path is not None and not Path(path).is_absolute():
             raise SpecError("disk_path", f"{path!r} is not an absolute path")
@@ -176,41 +229,42 @@ class MacvtapDomainProvider(LabProvider):
     # -- create ----------------------------------------------------------------------------
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = MacvtapDomainSpec.from_props(props)
-        if not Path(spec.disk_path).exists():
+        host = for_endpoint(spec.docker_host)
+        if not host.files.exists(spec.disk_path):
             raise NotFoundError(f"domain {spec.name!r}: disk {spec.disk_path} does not exist "
                                 "(is the CustomizedImage created?)")
-        pid = container_pid(spec.docker_host, spec.container)
-        if pid is None:
+        if container_status(host, spec.container) != "running":
             raise NotFoundError(f"domain {spec.name!r}: container {spec.container!r} is not "
                                 "running; create the LibvirtContainer first")
+        accel = Accel.decide(spec, host)
         with libvirt_api.connection(spec.libvirt_uri, libvirtd_hint(spec.container)) as conn:
-            self._clear_leftover(conn, spec, pid)
-            link_name = self._make_link(spec, pid) if spec.interface_type == "ethernet" else None
-            xml = build_xml(spec, link_name)
-            dom = libvirt_api.define(conn, xml, spec.name)
+            self._clear_leftover(conn, spec, host)
+            link_name = self._make_link(spec, host) if spec.interface_type == "ethernet" else None
+            dom = libvirt_api.define(conn, build_xml(spec, accel, link_name), spec.name)
             faults.pause(faults.DOMAIN_DEFINED)
             try:
                 log.info("starting domain %s (%s, %d MiB, %s NIC)", spec.name,
-                         spec.resolved_type(), spec.memory_mib, spec.interface_type)
+                         accel.domain_type, spec.memory_mib, spec.interface_type)
                 libvirt_api.start(dom)
             except BaseException:
                 # Leave nothing half made: no defined-but-dead domain, no orphan link.
                 with contextlib.suppress(Exception):
                     libvirt_api.undefine(dom)
                 if link_name:
-                    with contextlib.suppress(Exception), netlink.in_netns(pid) as ns:
-                        netlink.delete_link(ns, link_name)
+                    with contextlib.suppress(Exception), host.netns(spec.container) as ns:
+                        ns.delete_link(link_name)
                 raise
-            outs = self._outs(props, spec, dom, pid, link_name)
+            outs = self._outs(props, spec, host, dom, link_name)
         return CreateResult(outs["uuid"], outs)
 
     @staticmethod
-    def _clear_leftover(conn: libvirt.virConnect, spec: MacvtapDomainSpec, pid: int) -> None:
+    def _clear_leftover(conn: libvirt.virConnect, spec: MacvtapDomainSpec,
+                        host: LabHost) -> None:
         dom = libvirt_api.find_domain(conn, spec.name)
         if dom is None:
             return
         xml = libvirt_api.inactive_xml(dom)
-        if domain_xml.domain_owner(xml) != f"{spec.container}/{spec.name}":
+        if domain_xml.domain_owner(xml) != spec.owner:
             raise LibvirtError(f"domain {spec.name!r} already exists and was not made by this "
                                f"stack: undefine it (virsh undefine {spec.name}) or rename")
         log.info("removing domain %s left by an interrupted run", spec.name)
@@ -218,29 +272,29 @@ class MacvtapDomainProvider(LabProvider):
         libvirt_api.undefine(dom)
         target = domain_xml.interface_target(xml)
         if target:
-            with netlink.in_netns(pid) as ns:
-                netlink.delete_link(ns, target)
+            with host.netns(spec.container) as ns:
+                ns.delete_link(target)
 
     @staticmethod
-    def _make_link(spec: MacvtapDomainSpec, pid: int) -> str:
-        with netlink.in_netns(pid) as ns:
-            if netlink.link(ns, spec.source_dev) is None:
+    def _make_link(spec: MacvtapDomainSpec, host: LabHost) -> str:
+        with host.netns(spec.container) as ns:
+            if ns.link(spec.source_dev) is None:
                 raise NotFoundError(f"domain {spec.name!r}: parent device {spec.source_dev!r} "
                                     f"does not exist in container {spec.container!r}")
-            for stale in netlink.links(ns):
+            for stale in ns.links():
                 # A macvtap with this guest's MAC can only be ours, left when the domain was
                 # removed out of band (libvirt never deletes an unmanaged link).
-                if stale.kind == "macvtap" and stale.mac == spec.mac:
+                if stale.kind == "macvtap" and stale.mac == spec.nic_mac:
                     log.info("removing stale macvtap %s (MAC %s)", stale.name, stale.mac)
-                    netlink.delete_link(ns, stale.name)
+                    ns.delete_link(stale.name)
             last: Exception | None = None
             for attempt in range(8):
-                taken = tap.taps_in_dev(os.listdir("/dev")) | netlink.used_indexes(ns)
-                index = tap.pick_tap_index(f"{spec.container}/{spec.name}", taken, attempt)
+                taken = host.tap_indexes() | ns.used_indexes()
+                index = tap.pick_tap_index(spec.owner, taken, attempt)
                 name = tap.macvtap_name(index)
                 try:
-                    info = netlink.create_macvtap(ns, spec.source_dev, name, spec.mac, spec.mode,
-                                                  index)
+                    info = ns.create_macvtap(spec.source_dev, name, spec.nic_mac, spec.mode,
+                                             index)
                 except NetlinkError as exc:
                     log.debug("macvtap index %d refused (%s); trying another", index, exc)
                     last = exc
@@ -252,51 +306,53 @@ class MacvtapDomainProvider(LabProvider):
                            f"{spec.source_dev} in container {spec.container!r} ({last})")
 
     @staticmethod
-    def _outs(props: dict[str, Any], spec: MacvtapDomainSpec, dom: libvirt.virDomain, pid: int,
-              link_name: str | None) -> dict[str, Any]:
+    def _outs(props: dict[str, Any], spec: MacvtapDomainSpec, host: LabHost,
+              dom: libvirt.virDomain, link_name: str | None) -> dict[str, Any]:
         live = libvirt_api.live_xml(dom)
         device = link_name or domain_xml.interface_target(live) or ""
         guest_mac = domain_xml.interface_mac(live) or ""
         tap_mac = ""
         if device:
-            with netlink.in_netns(pid) as ns:
-                info = netlink.link(ns, device)
+            with host.netns(spec.container) as ns:
+                info = ns.link(device)
             tap_mac = info.mac if info else ""
         return {
             **props,
-            "uuid": dom.UUIDString(),
+            "uuid": libvirt_api.uuid(dom),
             "guest_mac": guest_mac,
             "macvtap_device": device,
             "macvtap_mac": tap_mac,
             "mac_matches": bool(tap_mac) and tap_mac == guest_mac,
             "state": libvirt_api.state_name(dom),
             "domain_type_used": domain_xml.etree_domain_type(live),
+            "vhost_used": domain_xml.uses_vhost(live),
             "memory_mib_live": domain_xml.memory_mib(live),
         }
 
     # -- read / update / delete -----------------------------------------------------------
     @contextlib.contextmanager
-    def _domain(self, spec: MacvtapDomainSpec) -> Iterator[tuple[libvirt.virDomain | None, int | None]]:
-        pid = container_pid(spec.docker_host, spec.container)
-        if pid is None:
+    def _domain(self, spec: MacvtapDomainSpec,
+                host: LabHost) -> Iterator[libvirt.virDomain | None]:
+        if container_status(host, spec.container) != "running":
             # The domain lived in that container: it is gone with it.
-            yield None, None
+            yield None
             return
         with libvirt_api.connection(spec.libvirt_uri, libvirtd_hint(spec.container)) as conn:
-            yield libvirt_api.find_domain(conn, spec.name), pid
+            yield libvirt_api.find_domain(conn, spec.name)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         self.refuse_import(props)
         spec = MacvtapDomainSpec.from_props(props)
-        if container_state(spec.docker_host, spec.container)[0] == "stopped":
+        host = for_endpoint(spec.docker_host)
+        if container_status(host, spec.container) == "stopped":
             # libvirtd is down with its container: the domain is neither known gone nor
             # running. Refresh records that; `up` replaces the container and its domains.
             return ReadResult(id_, {**props, "state": CONTAINER_STOPPED, "mac_matches": False})
-        with self._domain(spec) as (dom, pid):
-            if dom is None or pid is None or dom.UUIDString() != id_:
+        with self._domain(spec, host) as dom:
+            if dom is None or libvirt_api.uuid(dom) != id_:
                 return self.read_missing()
             link_name = props.get("macvtap_device") if spec.interface_type == "ethernet" else None
-            return ReadResult(id_, self._outs(props, spec, dom, pid, link_name))
+            return ReadResult(id_, self._outs(props, spec, host, dom, link_name))
 
     def drift_replaces(self, olds: dict[str, Any]) -> list[str]:
         if olds.get("state") == CONTAINER_STOPPED:
@@ -316,8 +372,9 @@ class MacvtapDomainProvider(LabProvider):
 
     def update(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
         spec = MacvtapDomainSpec.from_props(news)
-        with self._domain(spec) as (dom, pid):
-            if dom is None or pid is None:
+        host = for_endpoint(spec.docker_host)
+        with self._domain(spec, host) as dom:
+            if dom is None:
                 raise NotFoundError(f"domain {spec.name!r} is gone: run `pulumi refresh` then "
                                     "`pulumi up` to recreate it")
             link_name = olds.get("macvtap_device") if spec.interface_type == "ethernet" else None
@@ -325,67 +382,72 @@ class MacvtapDomainProvider(LabProvider):
                 log.info("domain %s: %d MiB / %d vCPU -> %d MiB / %d vCPU (redefine + restart)",
                          spec.name, olds.get("memory_mib"), olds.get("vcpus"), spec.memory_mib,
                          spec.vcpus)
-                conn = dom.connect()
-                dom = libvirt_api.define(conn, build_xml(spec, link_name, dom.UUIDString()),
+                # The same acceleration as at create (decided once, kept in the state).
+                accel = Accel.recorded(olds) or Accel.decide(spec, host)
+                dom = libvirt_api.define(libvirt_api.connection_of(dom),
+                                         build_xml(spec, accel, link_name, libvirt_api.uuid(dom)),
                                          spec.name)
                 libvirt_api.stop(dom)
-            if not dom.isActive():
+            if not libvirt_api.is_active(dom):
                 libvirt_api.start(dom)
-            return UpdateResult(self._outs(news, spec, dom, pid, link_name))
+            return UpdateResult(self._outs(news, spec, host, dom, link_name))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
         spec = MacvtapDomainSpec.from_props(props)
-        with self._domain(spec) as (dom, pid):
+        host = for_endpoint(spec.docker_host)
+        running = container_status(host, spec.container) == "running"
+        with self._domain(spec, host) as dom:
             if dom is not None:
                 log.info("destroying and undefining domain %s", spec.name)
                 libvirt_api.stop(dom)
                 libvirt_api.undefine(dom)
             link_name = props.get("macvtap_device")
-            if pid is not None and link_name and spec.interface_type == "ethernet":
-                with netlink.in_netns(pid) as ns:
-                    netlink.delete_link(ns, link_name)
+            if running and link_name and spec.interface_type == "ethernet":
+                with host.netns(spec.container) as ns:
+                    ns.delete_link(link_name)
         # qemu may take a moment to release the disk after destroy.
-        deadline = time.monotonic() + 10
-        while Path(spec.disk_path).exists() and qemu_img.in_use(Path(spec.disk_path)) \
-                and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
-@dataclass
-class MacvtapDomainArgs:
-    name: pulumi.Input[str]
-    libvirt_uri: pulumi.Input[str]
-    container: pulumi.Input[str]
-    disk_path: pulumi.Input[str]
-    memory_mib: pulumi.Input[int] = 512
-    vcpus: pulumi.Input[int] = 1
-    mac: pulumi.Input[str] | None = None
-    source_dev: pulumi.Input[str] = "eth0"
-    mode: pulumi.Input[str] = "bridge"
-    vhost: pulumi.Input[str] = "auto"
-    domain_type: pulumi.Input[str] = "auto"
-    interface_type: pulumi.Input[str] = "auto"
-    docker_host: pulumi.Input[str] | None = None
-    image_digest: pulumi.Input[str] | None = None
-
-
-OUTPUTS = ("uuid", "guest_mac", "macvtap_device", "macvtap_mac", "mac_matches", "state",
-           "domain_type_used", "memory_mib_live")
+        host.files.wait_released(spec.disk_path, RELEASE_TIMEOUT_S)
 
 
 class MacvtapDomain(Resource, module="macvtap", name="MacvtapDomain"):
     """A libvirt domain whose NIC is a macvtap on the container's eth0 (bridge mode)."""
 
-    uuid: pulumi.Output[str]
     name: pulumi.Output[str]
+    libvirt_uri: pulumi.Output[str]
+    container: pulumi.Output[str]
+    disk_path: pulumi.Output[str]
+    memory_mib: pulumi.Output[int]
+    vcpus: pulumi.Output[int]
+    mac: pulumi.Output[str]
+    source_dev: pulumi.Output[str]
+    mode: pulumi.Output[str]
+    vhost: pulumi.Output[str]
+    domain_type: pulumi.Output[str]
+    interface_type: pulumi.Output[str]
+    docker_host: pulumi.Output[str | None]
+    image_digest: pulumi.Output[str | None]
+    #: The libvirt domain's UUID (also its Pulumi id).
+    uuid: pulumi.Output[str]
+    #: The NIC's MAC as libvirt reports it.
     guest_mac: pulumi.Output[str]
+    #: The macvtap link in the container (mvtN, or macvtapN for a direct NIC).
     macvtap_device: pulumi.Output[str]
+    #: The macvtap link's MAC, and whether it equals the guest's (False: unreachable).
     macvtap_mac: pulumi.Output[str]
     mac_matches: pulumi.Output[bool]
+    #: libvirt's state: running, shutoff... (container-stopped when refresh saw that).
     state: pulumi.Output[str]
+    #: kvm or qemu, as decided at create (domain_type auto: by a real KVM boot probe).
     domain_type_used: pulumi.Output[str]
+    #: Whether the NIC uses vhost-net.
+    vhost_used: pulumi.Output[bool]
+    #: The memory the running domain has, in MiB.
+    memory_mib_live: pulumi.Output[int]
 
     def __init__(self, resource_name: str, args: MacvtapDomainArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         props, opts = resource_props(args, OUTPUTS, opts=opts)
         super().__init__(MacvtapDomainProvider(), resource_name, props, opts)
+
+
+OUTPUTS = output_names(MacvtapDomain, MacvtapDomainArgs)

@@ -2,23 +2,21 @@
 
 import pulumi
 
-from macvtap_provider.compose import LabSettings, guest, lab_host, lab_name, ssh_command
+import macvtap_provider as mvt
 
-config = pulumi.Config()
-settings = LabSettings.from_config(config, lab_name(pulumi.get_project(), pulumi.get_stack()))
-host = lab_host(settings)
-vm = guest(settings, host, f"{settings.name}-guest", settings.container_ip)
+lab = mvt.Lab.from_config()
+vm = mvt.Guest(f"{lab.lab_name}-guest", lab)
 
-pulumi.export("guest_ip", vm.network.guest_ip)
-pulumi.export("guest_mac", vm.domain.guest_mac)
-pulumi.export("macvtap_device", vm.domain.macvtap_device)
-pulumi.export("macvtap_mac", vm.domain.macvtap_mac)
-pulumi.export("mac_matches", vm.domain.mac_matches)
-pulumi.export("container_name", host.container.name)
-pulumi.export("network_name", host.network.name)
-pulumi.export("libvirt_uri", host.container.libvirt_uri)
-pulumi.export("domain_name", vm.domain.name)
-pulumi.export("image_path", vm.image.path)
-pulumi.export("ssh_command", ssh_command(host, vm.network.guest_ip))
-if settings.generated_password is not None:
-    pulumi.export("root_password", settings.generated_password.result)
+pulumi.export("guest_ip", vm.guest_ip)
+pulumi.export("guest_mac", vm.guest_mac)
+pulumi.export("macvtap_device", vm.macvtap_device)
+pulumi.export("macvtap_mac", vm.macvtap_mac)
+pulumi.export("mac_matches", vm.mac_matches)
+pulumi.export("container_name", lab.container_name)
+pulumi.export("network_name", lab.network_name)
+pulumi.export("libvirt_uri", lab.libvirt_uri)
+pulumi.export("domain_name", vm.domain_name)
+pulumi.export("image_path", vm.image_path)
+pulumi.export("ssh_command", vm.ssh_command)
+if lab.generated_password is not None:
+    pulumi.export("root_password", lab.root_password)

@@ -7,33 +7,21 @@ mode lets macvtaps on the same parent reach each other.
 
 import pulumi
 
-from macvtap_provider.compose import (
-    LabSettings,
-    guest,
-    host_address,
-    lab_host,
-    lab_name,
-    ssh_command,
-)
+import macvtap_provider as mvt
 
-config = pulumi.Config()
-settings = LabSettings.from_config(config, lab_name(pulumi.get_project(), pulumi.get_stack()))
-count = config.get_int("guests")
-count = 2 if count is None else count
-if not 1 <= count <= 8:
-    raise ValueError(f"guests: {count} is out of range: use 1 to 8")
-host = lab_host(settings)
-addresses = [settings.container_ip] + [host_address(settings.subnet, 200 + i)
-                                       for i in range(1, count)]
-guests = [guest(settings, host, f"{settings.name}-g{i}", address)
-          for i, address in enumerate(addresses)]
+# Every key checked (the subnet's room for that many guests too) before anything is made.
+config = mvt.stack_config(extra=[mvt.GUESTS])
+count: int = config.extra["guests"]
+lab = mvt.Lab(mvt.lab_name(pulumi.get_project(), pulumi.get_stack()),
+              root_password=config.root_password, config=config.lab)
+guests = [mvt.Guest(f"{lab.lab_name}-g{i}", lab) for i in range(count)]
 
-pulumi.export("guest_ips", [g.network.guest_ip for g in guests])
-pulumi.export("guest_macs", [g.domain.guest_mac for g in guests])
-pulumi.export("macvtap_devices", [g.domain.macvtap_device for g in guests])
-pulumi.export("mac_matches", [g.domain.mac_matches for g in guests])
-pulumi.export("container_name", host.container.name)
-pulumi.export("network_name", host.network.name)
-pulumi.export("ssh_commands", [ssh_command(host, g.network.guest_ip) for g in guests])
-if settings.generated_password is not None:
-    pulumi.export("root_password", settings.generated_password.result)
+pulumi.export("guest_ips", [g.guest_ip for g in guests])
+pulumi.export("guest_macs", [g.guest_mac for g in guests])
+pulumi.export("macvtap_devices", [g.macvtap_device for g in guests])
+pulumi.export("mac_matches", [g.mac_matches for g in guests])
+pulumi.export("container_name", lab.container_name)
+pulumi.export("network_name", lab.network_name)
+pulumi.export("ssh_commands", [g.ssh_command for g in guests])
+if lab.generated_password is not None:
+    pulumi.export("root_password", lab.root_password)

@@ -16,6 +16,7 @@ import pytest
 from tests.conftest import ROOT, require
 
 PULUMI = ROOT / ".tools" / "bin" / "pulumi"
+MVT = str(ROOT / ".venv" / "bin" / "macvtap-lab")
 
 
 @dataclass
@@ -47,6 +48,12 @@ class Cli:
     def set_secret(self, key: str, value: str) -> None:
         # The value goes through stdin, never argv.
         self.run("config", "set", "--secret", key, stdin=value)
+
+
+def lab_cmd(cli: Cli, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`macvtap-lab ARGS` in the stack's project directory and environment, no terminal."""
+    return subprocess.run([MVT, *args], cwd=cli.cwd, env=cli.env, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
 def make_cli(tmp: Path, project_dir: Path, stack: str) -> Cli:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from macvtap_provider import paths
 from macvtap_provider.compose import lab_name
 from tests.conftest import ROOT
 from tests.e2e import lab_probe
-from tests.e2e.conftest import make_cli
+from tests.e2e.conftest import lab_cmd, make_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker, pytest.mark.libvirt,
               pytest.mark.guestfs]
@@ -45,6 +46,24 @@ def test_multi_guest_stack(e2e_tmp: Path) -> None:
                                      str(out["root_password"]), f"ping -c 2 -W 3 {other}")
             assert rc == 0, f"{me} cannot reach {other}: {text}"
         cli.run("preview", "--expect-no-changes")
+
+        # The lab at hand with several guests: console lists them, status shows a table
+        # for each, ssh reaches the one named.
+        guests = [f"{lab}-g0", f"{lab}-g1"]
+        proc = lab_cmd(cli, "console", "--stack", stack)
+        assert proc.returncode == 2
+        assert f"stack '{stack}' has 2 guests; pick one with `macvtap-lab console --guest " \
+               "NAME`" in proc.stderr, proc.stderr
+        for name, ip in zip(guests, ips, strict=True):
+            assert re.search(rf"^  {name}  {re.escape(ip)} +running$", proc.stderr, re.M)
+        proc = lab_cmd(cli, "status", "--stack", stack)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert [line.split()[1] for line in proc.stdout.splitlines()
+                if line.startswith("guest ")] == guests
+        assert proc.stdout.count("no drift") == 2
+        proc = lab_cmd(cli, "ssh", "--stack", stack, "--guest", "g1", "--", "ip -br addr")
+        assert proc.returncode == 0, proc.stderr
+        assert re.search(rf"^eth0 +UP +{re.escape(ips[1])}/24", proc.stdout, re.M), proc.stdout
     finally:
         cli.run("destroy", "--yes", "--skip-preview", label="multi_destroy")
         cli.run("stack", "rm", "--yes", "--force")

@@ -44,6 +44,7 @@ from macvtap_provider.resources.lab_network import LabNetworkProvider
 from macvtap_provider.resources.libvirt_container import LibvirtContainerProvider
 from macvtap_provider.resources.macvtap_domain import MacvtapDomainProvider
 from tests.conftest import require
+from tests.output_types import mismatches, resource_of
 
 #: Every lab subnet lives in here (and is created `internal`).
 LAB_RANGE = ipaddress.IPv4Network("10.213.0.0/16")
@@ -265,6 +266,8 @@ class Lab:
     def _create(self, kind: str, provider: Any, props: dict[str, Any]) -> Made:
         inputs = checked(provider, props)
         result = provider.create(dict(inputs))
+        # What the provider returns is what its Resource class declares (names and types).
+        assert mismatches(resource_of(provider), dict(result.outs)) == []
         made = Made(kind, provider, str(result.id), dict(result.outs), inputs)
         self.made.append(made)
         return made

@@ -7,6 +7,7 @@ base, so the cloud-init marker is tested too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -60,8 +61,16 @@ READ = ("/etc/shadow", "/etc/ssh/sshd_config", "/etc/resolv.conf", "/etc/hostnam
         "/etc/hosts", "/etc/network/interfaces.d/eth0", "/root/.ssh/authorized_keys")
 
 
+@contextlib.contextmanager
+def open_image(image: str, readonly: bool = False) -> Iterator[guestfs_api.GuestSession]:
+    """One image's filesystems mounted in its own appliance (test helper)."""
+    with guestfs_api.open_images([image], readonly=readonly) as appliance, \
+            appliance.session(0) as session:
+        yield session
+
+
 def inspect(path: Path) -> Inspected:
-    with guestfs_api.open_image(str(path), readonly=True) as session:
+    with open_image(str(path), readonly=True) as session:
         files = {p: session.read(p) if session.exists(p) else None for p in READ}
         keys = session.glob("/etc/ssh/ssh_host_*")
         host_keys = {k: session.read(k) for k in keys if k.endswith(".pub")}
@@ -93,7 +102,7 @@ def files(lab: Lab) -> Files:
     (root / "base").mkdir(parents=True)
     base = root / "base" / "debian.qcow2"
     shutil.copyfile(ensure_guest_image(), base)
-    with guestfs_api.open_image(str(base)) as session:
+    with open_image(str(base)) as session:
         session.write("/etc/cloud/cloud.cfg", "# throw-away base for the tests\n")
     return Files(root, base, root / "out")
 

@@ -9,12 +9,9 @@ import docker.errors
 import pytest
 
 from macvtap_provider import doctor
-from macvtap_provider.adapters.host import (
-    PROBE_LABEL,
-    privileged_allowed,
-    probe_container,
-    read_capability_bounding,
-)
+from macvtap_provider.adapters import docker_api
+from macvtap_provider.adapters.docker_api import PROBE_LABEL, privileged_allowed, probe_container
+from macvtap_provider.adapters.lab_host import read_capability_bounding
 from macvtap_provider.builders.security import (
     SecurityMode,
     container_security_kwargs,
@@ -83,12 +80,12 @@ def test_without_dev_mount_tun_is_absent(client: docker.DockerClient, base_image
     missing = missing_capabilities(read_capability_bounding())
     kwargs = container_security_kwargs(SecurityMode.CAPABILITIES, missing)
     del kwargs["volumes"]
-    with probe_container(client, base_image, kwargs) as container:
-        code, _ = container.exec_run(["sh", "-c", "exec 3<>/dev/net/tun"])
+    with probe_container(client, base_image, owner="test", **kwargs) as container:
+        code, _ = docker_api.exec_in(client, container.name, ["sh", "-c", "exec 3<>/dev/net/tun"])
         assert code != 0
     with_dev = container_security_kwargs(SecurityMode.CAPABILITIES, missing)
-    with probe_container(client, base_image, with_dev) as container:
-        code, _ = container.exec_run(["sh", "-c", "exec 3<>/dev/net/tun"])
+    with probe_container(client, base_image, owner="test", **with_dev) as container:
+        code, _ = docker_api.exec_in(client, container.name, ["sh", "-c", "exec 3<>/dev/net/tun"])
         assert code == 0
 
 

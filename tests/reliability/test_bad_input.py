@@ -10,6 +10,8 @@ import docker
 import pytest
 
 from macvtap_provider import paths
+from macvtap_provider.builders.lab_config import GUESTS, SETTINGS
+from tests.conftest import ROOT
 from tests.e2e.conftest import make_cli
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.docker]
@@ -29,8 +31,13 @@ kinds = {
     "MacvtapDomain": (macvtap_domain.MacvtapDomain, macvtap_domain.MacvtapDomainArgs),
     "GuestNetwork": (guest_network.GuestNetwork, guest_network.GuestNetworkArgs),
 }
-cls, args = kinds[case["kind"]]
-cls("subject", args(**case["props"]))
+if case["kind"] == "Lab":  # the component: its arguments are checked like stack config
+    import macvtap_provider as mvt
+
+    mvt.Guest("mvtbad-vm", mvt.Lab("mvtbad-lab", **case["props"]))
+else:
+    cls, args = kinds[case["kind"]]
+    cls("subject", args(**case["props"]))
 '''
 
 BASE = "/nonexistent-base.qcow2"
@@ -68,6 +75,8 @@ CASES = [
     ("LabNetwork", {"gateway": "10.213.241.1"}, "gateway", "outside the subnet"),
     ("LabNetwork", {"name": "-leading-dash"}, "name", "not a valid name"),
     ("LibvirtContainer", {"security_mode": "yolo"}, "security_mode", "not one of"),
+    ("LibvirtContainer", {"docker_host": "ftp://x"}, "docker_host", "not a docker endpoint"),
+    ("LabNetwork", {"docker_host": "tcp://dockerhost"}, "docker_host", "no port"),
     ("LibvirtContainer", {"name": "has space"}, "name", "not a valid name"),
     ("LibvirtContainer", {"work_dir": "relative/dir"}, "work_dir", "absolute"),
     ("LibvirtContainer", {"ipv4_address": "10.213.240.300"}, "ipv4_address", "not an IPv4"),
@@ -137,3 +146,87 @@ def test_refused_at_preview(project: Path, tmp_path: Path, kind: str, change: di
     # its own traceback when the engine stops the program after the failure.)
     assert "macvtap_provider/" not in text, text
     assert snapshot() == before == (set(), set(), False)
+
+
+# Stack config of the lab project (and the multi project's own key): each bad value fails
+# the program before any resource is registered, naming the key and the fix, no traceback.
+# (key, value, words the message must contain, project)
+CONFIG_CASES = [
+    ("subnet", "10.213.241.0/33", "not an IPv4 subnet", "."),
+    ("subnet", "10.213.241.7/24", "not an IPv4 subnet", "."),
+    ("subnet", "8.8.8.0/24", "public range", "."),
+    ("subnet", "10.213.241.0/29", "no host .10", "."),
+    ("containerIp", "10.9.9.9", "outside the lab's subnet", "."),
+    ("containerIp", "10.213.241.1", "gateway", "."),
+    ("workDir", "relative/dir", "not an absolute path", "."),
+    ("dockerHost", "ftp://x", "not a docker endpoint", "."),
+    ("securityMode", "yolo", "not one of", "."),
+    ("memoryMib", "100", "out of range", "."),
+    ("vcpus", "0", "out of range", "."),
+    ("macvtapMode", "bridged", "not one of", "."),
+    ("vhost", "sometimes", "not one of", "."),
+    ("domainType", "xen", "not one of", "."),
+    ("interfaceType", "tap", "not one of", "."),
+    ("networkMethod", "dhcp", "not one of", "."),
+    ("baseImage", "/nonexistent/base.qcow2", "not a file on this machine", "."),
+    ("rootPassword", "pw-one\rtwo", "newlines or NUL", "."),
+    ("memmoryMib", "512", "not a setting of this program", "."),
+    ("guests", "9", "out of range", "stacks/multi"),
+    ("subnet", "10.213.241.0/25", "/24 or larger", "stacks/multi"),
+]
+
+
+def test_every_config_key_has_a_case() -> None:
+    assert {s.key for s in (*SETTINGS, GUESTS)} <= {c[0] for c in CONFIG_CASES}
+
+
+@pytest.mark.parametrize(("key", "value", "words", "project"), CONFIG_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(CONFIG_CASES)])
+def test_bad_stack_config_refused_before_any_resource(tmp_path: Path, key: str, value: str,
+                                                      words: str, project: str) -> None:
+    cli = make_cli(tmp_path, ROOT / project, "bad")
+    if key != "subnet":
+        cli.run("config", "set", "subnet", "10.213.241.0/24")
+    if project == "stacks/multi" and key == "subnet":
+        cli.run("config", "set", "guests", "3")
+    if key == "rootPassword":
+        cli.set_secret(key, value)
+    else:
+        cli.run("config", "set", key, value)
+    before = snapshot()
+    try:
+        proc = cli.run("preview", check=False)
+    finally:
+        cli.run("stack", "rm", "--yes", "--force", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text
+    assert f"stack config `{key}`: " in text and words in text, text
+    assert "pulumi config" in text, text  # the fix
+    assert "Traceback" not in text and "macvtap_provider/" not in text, text
+    # Nothing registered but the stack itself.
+    assert "dynamic/macvtap" not in text and "macvtap:index" not in text, text
+    if key == "containerIp":
+        assert "gateway ... is outside" not in text and "network.gateway" not in text
+    assert snapshot() == before
+
+
+LAB_CASES = [
+    ({"subnet": "10.213.241.0/33"}, "subnet", "not an IPv4 subnet"),
+    ({"subnet": "10.213.241.0/24", "container_ip": "10.9.9.9"}, "container_ip", "outside"),
+    ({"subnet": "10.213.241.0/24", "docker_host": "ftp://x"}, "docker_host",
+     "not a docker endpoint"),
+]
+
+
+@pytest.mark.parametrize(("props", "arg", "words"), LAB_CASES,
+                         ids=[c[1] for c in LAB_CASES])
+def test_bad_lab_arguments_refused_like_config(project: Path, tmp_path: Path,
+                                               props: dict[str, object], arg: str,
+                                               words: str) -> None:
+    cli = make_cli(tmp_path, project, "badlab")
+    cli.run("config", "set", "case", json.dumps({"kind": "Lab", "props": props}))
+    proc = cli.run("preview", check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0, text
+    assert f"Lab argument `{arg}`: " in text and words in text, text
+    assert "Traceback" not in text and "dynamic/macvtap" not in text, text

@@ -1,18 +1,24 @@
 """The root password never appears in plaintext: not in the state, not in verbose engine
-and provider logs, not in any process's argv while `pulumi up` runs."""
+and provider logs, not in any process's argv while `pulumi up` runs, not in what
+`docker inspect` shows of the lab's containers and of the probes that log in to the guest."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import threading
 import time
 from pathlib import Path
 
+import docker
+import docker.errors
 import pytest
 
 from macvtap_provider import paths
+from macvtap_provider.adapters.docker_api import PROBE_LABEL
 from macvtap_provider.compose import lab_name
+from macvtap_provider.resources.guest_command import GuestCommandProvider
 from tests.conftest import ROOT
 from tests.e2e import lab_probe
 from tests.e2e.conftest import make_cli
@@ -48,6 +54,39 @@ class ArgvSampler(threading.Thread):
             time.sleep(0.02)
 
 
+class InspectSampler(threading.Thread):
+    """`docker inspect`s every probe container (and the lab's own) every few ms, looking
+    for `needle` anywhere in what docker shows (Env, Cmd, Args, Labels...)."""
+
+    def __init__(self, needle: str, name_prefix: str) -> None:
+        super().__init__(daemon=True)
+        self.needle = needle
+        self.name_prefix = name_prefix
+        self.inspected: dict[str, str] = {}  # name -> the probe's owner label ("" if none)
+        self.hits: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        client = docker.from_env()
+        try:
+            while not self.stop.is_set():
+                for container in client.containers.list(all=True, ignore_removed=True):
+                    name = str(container.name)
+                    labels = container.labels or {}
+                    if PROBE_LABEL not in labels and not name.startswith(self.name_prefix):
+                        continue
+                    try:
+                        attrs = client.api.inspect_container(container.id)
+                    except docker.errors.NotFound:
+                        continue
+                    self.inspected[name] = labels.get(PROBE_LABEL, "")
+                    if self.needle in json.dumps(attrs):
+                        self.hits.append(name)
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+
 def test_password_never_in_plaintext(tmp_path: Path) -> None:
     stack = f"s{secrets.token_hex(3)}"
     lab = lab_name("macvtap-lab", stack)
@@ -55,11 +94,13 @@ def test_password_never_in_plaintext(tmp_path: Path) -> None:
     cli = make_cli(tmp_path, ROOT, stack)
     cli.env["MACVTAP_LAB_LOG_LEVEL"] = "DEBUG"  # every system call the providers make
     sampler = ArgvSampler(password.encode())
+    inspector = InspectSampler(password, lab)
     try:
         cli.set_secret("rootPassword", password)
         cli.run("config", "set", "subnet", f"10.213.{100 + secrets.randbelow(40)}.0/24")
         cli.run("config", "set", "networkMethod", "console")  # the password goes to a console
         sampler.start()
+        inspector.start()
         up = cli.run("up", "--yes", "--skip-preview", "--logtostderr", "-v=9",
                      "--logflow", label="verbose_up")
         sampler.stop.set()
@@ -81,7 +122,22 @@ def test_password_never_in_plaintext(tmp_path: Path) -> None:
         rc, text = lab_probe.ssh(str(out["network_name"]), image, str(out["guest_ip"]), password,
                                  "true")
         assert rc == 0, text
+        # GuestCommand logs in with the password from a probe container: over the exec's
+        # stdin, never in its environment or command line.
+        made = GuestCommandProvider().create({
+            "network": out["network_name"], "address": out["guest_ip"],
+            "root_password": password, "command": "hostname", "probe_image": image})
+        assert made.outs["exit_code"] == 0 and made.outs["stdout"]
+        inspector.stop.set()
+        inspector.join()
+        # Seen: the libvirt container, GuestNetwork's probe (owner: that container) and
+        # GuestCommand's probe.
+        assert f"{lab}-libvirt" in inspector.inspected, inspector.inspected
+        assert {f"{lab}-libvirt", "guest-command"} <= set(inspector.inspected.values()), \
+            inspector.inspected
+        assert inspector.hits == []
     finally:
+        inspector.stop.set()
         sampler.stop.set()
         cli.run("destroy", "--yes", "--skip-preview")
         cli.run("stack", "rm", "--yes", "--force")
@@ -100,5 +156,7 @@ def test_a_refused_password_is_not_echoed_in_the_error(tmp_path: Path) -> None:
         cli.run("stack", "rm", "--yes", "--force")
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "root_password" in text and "newlines or NUL" in text, text[-3000:]
+    # Refused by the program's config check, before any resource: named as the user set it.
+    assert "stack config `rootPassword`" in text and "newlines or NUL" in text, text[-3000:]
+    assert "Traceback" not in text
     assert first not in text and second not in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from macvtap_provider.builders.diff import UNKNOWN, DiffPlan, has_unknowns, plan_diff
+from macvtap_provider.builders.diff import UNKNOWN, DiffPlan, plan_diff
 
 pytestmark = pytest.mark.unit
 
@@ -97,10 +97,3 @@ def test_nested_differences_are_changes(old: object, new: object) -> None:
     result = plan({**OLDS, "tags": new}, olds={**OLDS, "tags": old})
     assert result.changed == ("tags",)
     assert result.unknown == ()
-
-
-def test_has_unknowns() -> None:
-    assert not has_unknowns(OLDS)
-    assert has_unknowns({"a": 1, "b": UNKNOWN})
-    assert has_unknowns({"a": [{"b": (1, UNKNOWN)}]})
-    assert not has_unknowns({})

@@ -8,7 +8,7 @@ import libvirt
 import pytest
 from lxml import etree
 
-from macvtap_provider.adapters.libvirt_api import validate_xml
+from macvtap_provider.adapters import libvirt_api
 from macvtap_provider.builders.domain_xml import (
     LAB_NS,
     QEMU_BINARY,
@@ -16,17 +16,47 @@ from macvtap_provider.builders.domain_xml import (
     DomainXmlSpec,
     EthernetNic,
     build_domain_xml,
-    disk_source,
     domain_owner,
     etree_domain_type,
     interface_mac,
     interface_target,
     memory_mib,
+    resolve_domain_type,
+    resolve_vhost,
+    uses_vhost,
     vcpus,
 )
 from macvtap_provider.errors import LibvirtError
 
 pytestmark = pytest.mark.unit
+
+
+def validate_xml(xml: str) -> None:
+    """Let libvirt's own test driver parse and define `xml` (no side effects anywhere)."""
+    with libvirt_api.connection("test:///default") as conn, \
+            libvirt_api.translate_errors("validating domain XML"):
+        dom = conn.defineXML(xml)
+        dom.undefine()
+
+
+def disk_source(xml: str) -> str | None:
+    el = etree.fromstring(xml.encode()).find("devices/disk/source")
+    return None if el is None else el.get("file")
+
+
+@pytest.mark.parametrize(("requested", "kvm", "expected"), [
+    ("auto", True, "kvm"), ("auto", False, "qemu"), ("kvm", False, "kvm"),
+    ("qemu", True, "qemu")])
+def test_domain_type_auto_follows_the_probe(requested: str, kvm: bool, expected: str) -> None:
+    assert resolve_domain_type(requested, kvm) == expected
+
+
+@pytest.mark.parametrize(("requested", "present", "domain_type", "expected"), [
+    ("auto", True, "kvm", True), ("auto", True, "qemu", False), ("auto", False, "kvm", False),
+    ("on", False, "qemu", True), ("off", True, "kvm", False)])
+def test_vhost_auto_needs_the_device_and_kvm(requested: str, present: bool, domain_type: str,
+                                             expected: bool) -> None:
+    assert resolve_vhost(requested, present, domain_type) is expected
 
 UUID = "c7a5fdbd-edaf-9455-926a-d65c16db1809"
 
@@ -286,3 +316,8 @@ def test_domain_owner_needs_our_namespace() -> None:
     ours = (f"<domain><metadata><m:lab xmlns:m='{LAB_NS}'><m:owner>c/d</m:owner></m:lab>"
             "</metadata></domain>")
     assert domain_owner(ours) == "c/d"
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_uses_vhost_reads_back_what_was_built(name: str) -> None:
+    assert uses_vhost(build_domain_xml(SPECS[name])) is SPECS[name].vhost

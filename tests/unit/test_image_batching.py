@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from macvtap_provider.adapters.guestfs_api import fstab_mounts, writes_elsewhere
-from macvtap_provider.resources.customized_image import split_batch
+from macvtap_provider.builders.batching import split_batch
 
 pytestmark = pytest.mark.unit
 

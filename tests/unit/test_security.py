@@ -14,8 +14,8 @@ from macvtap_provider.builders.security import (
     SecurityMode,
     container_security_kwargs,
     missing_capabilities,
+    modes_to_try,
     parse_capability_mask,
-    resolve_mode,
 )
 from macvtap_provider.errors import SpecError
 from tests.conftest import absent
@@ -102,14 +102,17 @@ def test_privileged_kwargs() -> None:
     }
 
 
-@pytest.mark.parametrize(
-    ("missing", "expected"),
-    [([], SecurityMode.PRIVILEGED), (["SYS_RESOURCE"], SecurityMode.CAPABILITIES)],
-)
-def test_auto_mode(missing: list[str], expected: SecurityMode) -> None:
-    assert resolve_mode(SecurityMode.AUTO, missing) is expected
-    auto = container_security_kwargs(SecurityMode.AUTO, missing)
-    assert auto == container_security_kwargs(expected, missing)
+def test_auto_tries_privileged_then_capabilities() -> None:
+    # One meaning everywhere (provider, doctor, README): the daemon is the judge.
+    assert modes_to_try(SecurityMode.AUTO) == [SecurityMode.PRIVILEGED,
+                                               SecurityMode.CAPABILITIES]
+    assert modes_to_try(SecurityMode.CAPABILITIES) == [SecurityMode.CAPABILITIES]
+    assert modes_to_try(SecurityMode.PRIVILEGED) == [SecurityMode.PRIVILEGED]
+
+
+def test_auto_has_no_kwargs_of_its_own() -> None:
+    with pytest.raises(SpecError, match="not a concrete mode"):
+        container_security_kwargs(SecurityMode.AUTO, [])
 
 
 @pytest.mark.parametrize("mode", [SecurityMode.PRIVILEGED, SecurityMode.CAPABILITIES])

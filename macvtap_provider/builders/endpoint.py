@@ -1,0 +1,180 @@
+"""Docker endpoints: parse and validate `docker_host` and its ssh/TLS settings, and build
+the ssh command that reaches a remote engine (pure: no I/O)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from macvtap_provider.errors import SpecError
+
+SCHEMES = ("unix", "tcp", "ssh")
+#: The engine's socket on a remote host reached over ssh (what `docker -H ssh://` dials).
+REMOTE_DOCKER_SOCKET = "/var/run/docker.sock"
+#: Settings beside `docker_host` (input name -> DockerEndpoint field).
+SETTING_INPUTS = {"ssh_key": "ssh_key", "known_hosts": "known_hosts",
+                  "tls_ca_cert": "tls_ca_cert", "tls_cert": "tls_cert", "tls_key": "tls_key"}
+
+
+@dataclass(frozen=True)
+class DockerEndpoint:
+    """Where a lab's docker engine is, and how to reach it safely.
+
+    `url` None is the local default (DOCKER_HOST or the local socket). ssh:// endpoints are
+    reached by an ssh tunnel to the remote engine's socket (host key checked against
+    `known_hosts`, or the user's own known_hosts when unset); tcp:// endpoints off this
+    machine need TLS client settings.
+    """
+
+    url: str | None = None
+    ssh_key: str | None = None
+    known_hosts: str | None = None
+    tls_ca_cert: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme if self.url else "unix"
+
+    @property
+    def host(self) -> str | None:
+        return urlsplit(self.url).hostname if self.url else None
+
+    @property
+    def port(self) -> int | None:
+        return urlsplit(self.url).port if self.url else None
+
+    @property
+    def user(self) -> str | None:
+        return urlsplit(self.url).username if self.url else None
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca_cert or self.tls_cert or self.tls_key)
+
+    @property
+    def is_local(self) -> bool:
+        """True when the engine runs on this machine (its paths and PIDs are ours): the local
+        socket, or tcp:// to a loopback address. An ssh:// endpoint is always treated as
+        remote, even to localhost: everything then goes over the wire."""
+        if self.scheme == "unix":
+            return True
+        if self.scheme == "tcp":
+            return _is_loopback(self.host or "")
+        return False
+
+    @property
+    def label(self) -> str:
+        """How messages name the host: `root@10.0.0.5`, `tcp://h:2376`, `the local engine`."""
+        if self.url is None:
+            return "the local engine"
+        if self.scheme == "ssh":
+            return f"{self.user}@{self.host}" if self.user else str(self.host)
+        return self.url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoint_from_props(props: Mapping[str, Any]) -> DockerEndpoint:
+    """The endpoint a resource's props name (`docker_host` and SETTING_INPUTS)."""
+    settings = {field: (str(props[name]) if props.get(name) else None)
+                for name, field in SETTING_INPUTS.items()}
+    url = props.get("docker_host") or None
+    return DockerEndpoint(url=str(url) if url else None, **settings)
+
+
+def validate_endpoint(endpoint: DockerEndpoint) -> list[SpecError]:
+    """Every problem with an endpoint, as SpecErrors naming the input (empty: fine).
+
+    Files (key, known-hosts, TLS) are not looked at here: `check` may run where they are
+    not yet, and the provider reads them when it connects.
+    """
+    if endpoint.url is None:
+        extra = [n for n, f in SETTING_INPUTS.items() if getattr(endpoint, f)]
+        return [SpecError(n, "is set but docker_host is not: set docker_host to the engine "
+                             "it is for (ssh://user@host or tcp://host:2376)") for n in extra]
+    parts = urlsplit(endpoint.url)
+    if parts.scheme not in SCHEMES:
+        return [SpecError("docker_host", f"{endpoint.url!r}: the scheme must be one of "
+                                         f"{', '.join(s + '://' for s in SCHEMES)}")]
+    errors: list[SpecError] = []
+    if parts.scheme == "unix":
+        if not parts.path.startswith("/"):
+            errors.append(SpecError("docker_host", f"{endpoint.url!r}: give the socket's "
+                                                   "absolute path, e.g. unix:///var/run/docker.sock"))
+    else:
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if not parts.hostname or port == -1:
+            errors.append(SpecError("docker_host", f"{endpoint.url!r} names no host (or a bad "
+                                                   "port): ssh://user@host[:port] or tcp://host:port"))
+    if parts.scheme == "ssh":
+        if parts.password is not None:
+            errors.append(SpecError("docker_host", "a password in an ssh:// URL would be stored "
+                                                   "in the state: use ssh_key instead"))
+        if parts.path not in ("", "/"):
+            errors.append(SpecError("docker_host", f"{endpoint.url!r}: an ssh:// endpoint has no "
+                                                   "path (the remote engine's socket is dialled)"))
+        errors += [SpecError(n, "applies to tcp:// endpoints only")
+                   for n in ("tls_ca_cert", "tls_cert", "tls_key") if getattr(endpoint, n)]
+    elif endpoint.ssh_key or endpoint.known_hosts:
+        errors += [SpecError(n, "applies to ssh:// endpoints only")
+                   for n in ("ssh_key", "known_hosts") if getattr(endpoint, n)]
+    if parts.scheme == "tcp" and not errors and not endpoint.is_local:
+        missing = [n for n in ("tls_ca_cert", "tls_cert", "tls_key") if not getattr(endpoint, n)]
+        if missing:
+            errors.append(SpecError(
+                "docker_host", f"{endpoint.url!r}: a docker engine on TCP without TLS is root for "
+                f"anyone who reaches the port: set {', '.join(missing)} (the engine's CA, a client "
+                "certificate and its key), or use ssh://"))
+    return errors
+
+
+def ssh_tunnel_argv(endpoint: DockerEndpoint, local_socket: str,
+                    remote_socket: str = REMOTE_DOCKER_SOCKET,
+                    connect_timeout_s: int = 10) -> list[str]:
+    """The `ssh` command that forwards `local_socket` to `remote_socket` on the endpoint.
+
+    Batch mode (never a prompt), host key checked strictly, keep-alives so a host that
+    vanishes is noticed within seconds, no connection sharing with the user's own ssh
+    sessions, and the forward must succeed or ssh exits.
+    """
+    if endpoint.scheme != "ssh" or not endpoint.host:
+        raise ValueError(f"not an ssh endpoint: {endpoint.url!r}")
+    argv = ["ssh", "-N", "-T",
+            "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout_s}",
+            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+            "-o", "StrictHostKeyChecking=yes", "-o", "ExitOnForwardFailure=yes",
+            "-o", "StreamLocalBindUnlink=yes", "-o", "StreamLocalBindMask=0177",
+            "-o", "ControlMaster=no", "-o", "ControlPath=none"]
+    if endpoint.known_hosts:
+        argv += ["-o", f"UserKnownHostsFile={endpoint.known_hosts}"]
+    if endpoint.ssh_key:
+        argv += ["-i", endpoint.ssh_key, "-o", "IdentitiesOnly=yes"]
+    if endpoint.port:
+        argv += ["-p", str(endpoint.port)]
+    if endpoint.user:
+        argv += ["-l", endpoint.user]
+    return [*argv, "-L", f"{local_socket}:{remote_socket}", "--", endpoint.host]
+
+
+def ssh_fix(endpoint: DockerEndpoint) -> str:
+    """What to check when ssh to the endpoint fails."""
+    key = f"the key {endpoint.ssh_key}" if endpoint.ssh_key else "your ssh key"
+    known = endpoint.known_hosts or "~/.ssh/known_hosts"
+    return (f"check that {endpoint.host} is up and its sshd answers, that {key} is authorised "
+            f"for {endpoint.user or 'your user'} there, and that {known} holds its host key "
+            f"(ssh-keyscan {endpoint.host} >> {known}, after checking the fingerprint)")

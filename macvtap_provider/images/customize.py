@@ -1,0 +1,191 @@
+"""Customising a guest image offline: the disk (overlay or copy of a base), then the
+edits, applied in one mounted libguestfs session per image.
+
+The edits are `STEPS`, applied in order; each step reads what it needs from the image and
+writes through the session, so a new edit (another network-config flavour, an SELinux
+relabel...) is one more function in that tuple. Several images share one appliance
+launch (`build_images`), batched across concurrent creates by `BATCHER`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from macvtap_provider import paths
+from macvtap_provider.adapters import qemu_img, ssh_keygen
+from macvtap_provider.adapters.isolate import Batcher
+from macvtap_provider.adapters.lab_host import LocalFiles
+from macvtap_provider.builders import guest_config
+from macvtap_provider.builders.secrets import sha512_crypt
+from macvtap_provider.errors import GuestfsError, LabError
+from macvtap_provider.resources.customized_image import base_link_path
+
+if TYPE_CHECKING:
+    from macvtap_provider.adapters.guestfs_api import GuestSession
+    from macvtap_provider.resources.customized_image import CustomizedImageSpec
+
+log = logging.getLogger(__name__)
+
+#: Creates arriving within this window of the first share its appliance launch (the
+#: window overlaps the start-up of the isolated interpreter, so costs a single image little).
+BATCH_WINDOW_S = 0.3
+
+
+def make_disk(spec: CustomizedImageSpec) -> None:
+    """The output disk: a qcow2 overlay on (a link to) the base, or a full copy."""
+    out = spec.output_path
+    tmp_out = out.with_name(out.name + ".tmp")
+    tmp_out.unlink(missing_ok=True)
+    if spec.mode == "overlay":
+        link = base_link_path(out)
+        LocalFiles().link_or_copy(str(spec.base_image), str(link))
+        qemu_img.create_overlay(link, tmp_out)
+    else:
+        log.info("copying %s (mode copy)", spec.base_image)
+        qemu_img.copy(spec.base_image, tmp_out)
+    tmp_out.replace(out)
+
+
+# -- the edits ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What the steps share beyond the spec."""
+
+    #: Today's day number (/etc/shadow's "last changed"; 0 would force a change at login).
+    day: int
+    #: A directory of SSH host keys made for this image.
+    host_keys: Path
+
+
+Step = Callable[["GuestSession", "CustomizedImageSpec", StepContext], None]
+
+
+def set_root_password(session: GuestSession, spec: CustomizedImageSpec,
+                      ctx: StepContext) -> None:
+    """root's SHA-512 crypt hash in /etc/shadow (the password itself never lands)."""
+    shadow = session.read("/etc/shadow")
+    session.write("/etc/shadow", guest_config.shadow_with_root_hash(
+        shadow, sha512_crypt(spec.root_password), ctx.day), mode=0o640)
+
+
+def edit_sshd(session: GuestSession, spec: CustomizedImageSpec, _ctx: StepContext) -> None:
+    sshd = session.read("/etc/ssh/sshd_config") if session.exists("/etc/ssh/sshd_config") else ""
+    session.write("/etc/ssh/sshd_config", guest_config.edit_sshd_config(sshd, spec.sshd_settings))
+
+
+def set_resolver(session: GuestSession, spec: CustomizedImageSpec, _ctx: StepContext) -> None:
+    session.write("/etc/resolv.conf", guest_config.resolv_conf(spec.nameservers))
+
+
+def set_hostname(session: GuestSession, spec: CustomizedImageSpec, _ctx: StepContext) -> None:
+    for path, text in guest_config.hostname_files(spec.hostname).items():
+        session.write(path, text)
+
+
+def add_authorized_keys(session: GuestSession, spec: CustomizedImageSpec,
+                        _ctx: StepContext) -> None:
+    if spec.authorized_keys:
+        session.write("/root/.ssh/authorized_keys",
+                      guest_config.authorized_keys(spec.authorized_keys), mode=0o600)
+
+
+def write_static_network(session: GuestSession, spec: CustomizedImageSpec,
+                         _ctx: StepContext) -> None:
+    """A static eth0 (ifupdown), or none: then the guest is configured at boot/console."""
+    if spec.network:
+        session.write("/etc/network/interfaces.d/eth0", guest_config.interfaces_eth0(
+            spec.network.address, spec.network.prefix, spec.network.gateway,
+            spec.nameservers))
+    else:
+        session.remove("/etc/network/interfaces.d/eth0")
+
+
+def disable_cloud_init(session: GuestSession, _spec: CustomizedImageSpec,
+                       _ctx: StepContext) -> None:
+    if session.is_dir("/etc/cloud"):
+        # cloud-init would stall boot looking for a metadata server.
+        session.touch("/etc/cloud/cloud-init.disabled")
+
+
+def replace_host_keys(session: GuestSession, _spec: CustomizedImageSpec,
+                      ctx: StepContext) -> None:
+    """This clone's own SSH host keys instead of the base image's."""
+    for old in session.glob("/etc/ssh/ssh_host_*"):
+        session.remove(old)
+    for key in sorted(ctx.host_keys.iterdir()):
+        private = not key.name.endswith(".pub")
+        session.write(f"/etc/ssh/{key.name}", key.read_bytes(), mode=0o600 if private else 0o644)
+
+
+STEPS: tuple[Step, ...] = (
+    set_root_password, edit_sshd, set_resolver, set_hostname, add_authorized_keys,
+    write_static_network, disable_cloud_init, replace_host_keys,
+)
+
+
+def customize(session: GuestSession, spec: CustomizedImageSpec, ctx: StepContext) -> None:
+    """Every edit, in one mounted session."""
+    for step in STEPS:
+        log.debug("image %s: %s", spec.output_path, step.__name__)
+        step(session, spec, ctx)
+
+
+# -- many images, one launch -------------------------------------------------------------
+
+
+def build_images(specs: Sequence[CustomizedImageSpec]) -> list[str | None]:
+    """Make every disk, then customise them all in one appliance launch (runs isolated).
+
+    Returns one entry per spec: None when its image is done, else why it failed (the
+    other images are still made).
+    """
+    errors: list[str | None] = [None] * len(specs)
+
+    def failed(i: int, exc: BaseException) -> None:
+        errors[i] = str(exc) if isinstance(exc, LabError) else \
+            f"image {specs[i].output_path}: {type(exc).__name__}: {exc}"
+
+    # Imported here: `pulumi preview` and every no-op `up` load this module (in the program
+    # and in the provider process) without ever customising an image.
+    from macvtap_provider.adapters import guestfs_api
+
+    todo = []
+    for i, spec in enumerate(specs):
+        try:
+            if spec.base_image == paths.default_guest_image() and not spec.base_image.exists():
+                from macvtap_provider.images.guest_image import ensure_guest_image
+
+                log.info("building the default Debian guest image (first time: ~75 s)")
+                ensure_guest_image(spec.base_image)
+            make_disk(spec)
+            todo.append(i)
+        except Exception as exc:  # noqa: BLE001 - reported per image, the others go on
+            failed(i, exc)
+    if not todo:
+        return errors
+    day = int(time.time() // 86400)
+    with ssh_keygen.host_key_sets(len(todo)) as keys, guestfs_api.open_images(
+            [str(specs[i].output_path) for i in todo]) as appliance:
+        for slot, i in enumerate(todo):
+            try:
+                with appliance.session(slot) as session:
+                    customize(session, specs[i], StepContext(day, keys(slot)))
+            except Exception as exc:  # noqa: BLE001 - reported per image, the others go on
+                failed(i, exc)
+    return errors
+
+
+#: CustomizedImage creates that arrive together in one provider process share isolated
+#: appliance launches, one per CPU at most: a stack with several guests customises all
+#: its images in one or two launches (~12 s each under TCG) instead of one per image.
+#: libguestfs forks, so it never runs inside the provider's gRPC process.
+BATCHER: Batcher[CustomizedImageSpec] = Batcher(
+    build_images, window_s=BATCH_WINDOW_S, error=GuestfsError,
+    describe=lambda spec: f"image {spec.output_path}", what="libguestfs launch")
