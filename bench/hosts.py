@@ -16,20 +16,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from bench.common import ROOT, CachedImages, free_subnet, say, token
 from bench.pulumi_cli import Pulumi
 from macvtap_provider.adapters.remote_host import RemoteHost
-from tests.simhost import SimHost, SimHosts
+from tests.simhost import SimHosts
 
 GUESTS = 4
 MEMORY_MIB = 384
 
-
-def endpoint(host: SimHost) -> str:
-    return (f"ssh://root@{host.address}?keyfile={quote(str(host.identity.key))}"
-            f"&known_hosts={quote(str(host.identity.known_hosts))}")
 
 
 def _up(tmp: Path, project_dir: Path, config: dict[str, str]) -> float:
@@ -54,7 +49,7 @@ def measure(tmp: Path, images: CachedImages) -> dict[str, Any]:
     common = {"memoryMib": str(MEMORY_MIB), "guests": str(GUESTS)}
     local_s = _up(tmp, ROOT / "stacks" / "multi", {**common, "subnet": free_subnet()})
     with SimHosts(2, tmp / "hosts") as hosts:
-        remotes = [RemoteHost(endpoint(h)) for h in hosts.hosts]
+        remotes = [RemoteHost(h.endpoint) for h in hosts.hosts]
         started = time.monotonic()
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda r: r.ensure_image(images.libvirt), remotes))
@@ -70,7 +65,7 @@ def measure(tmp: Path, images: CachedImages) -> dict[str, Any]:
         tunnel_s = round((time.monotonic() - started) / 5, 3)
         hosts_s = _up(tmp, ROOT / "stacks" / "hosts",
                       {**common, "subnet": "10.213.109.0/24",
-                       "hosts": json.dumps([endpoint(h) for h in hosts.hosts])})
+                       "hosts": json.dumps([h.endpoint for h in hosts.hosts])})
     result = {"guests": GUESTS, "memory_mib": MEMORY_MIB, "hosts": 2,
               "two_hosts_s": hosts_s, "one_host_s": local_s,
               "ratio": round(hosts_s / local_s, 3), "image_upload_s": upload_s,
