@@ -10,6 +10,8 @@ Figures (all by default; a subset with `--only lab,noop` or BENCH_ONLY=lab,noop)
   rss    5. peak RSS of the provider processes during the lab's `pulumi up`
   toolchain 6. the 4-guest stack under our plugin vs the official CLI's launch (stock
             mode), and vs stock with the SDK's 4 worker threads
+  hosts     8. 2 simulated remote hosts x 2 guests from one stack (stacks/hosts) vs the same 4
+            guests on this machine (stacks/multi); the image upload and tunnel apart
   transport 7. the cost of reaching a remote lab host over ssh (two simulated hosts):
             tunnel, API and exec round trips, libvirt relay, image and base uploads
 
@@ -30,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import manual, noop, scale, size, toolchains, transport
+from bench import hosts, manual, noop, scale, size, toolchains, transport
 from bench.common import (
     BenchError,
     CachedImages,
@@ -45,7 +47,7 @@ from bench.lab import PulumiLab
 from bench.report import Row, table, write
 from bench.timeline import Timeline, render
 
-FIGURES = ("lab", "noop", "size", "scale", "rss", "toolchain", "transport")
+FIGURES = ("lab", "noop", "size", "scale", "rss", "toolchain", "transport", "hosts")
 TARGETS = {"lab_vs_manual": 0.85, "lab_vs_floor": 1.15, "noop": 1.5, "size": 1.1, "scale": 0.5}
 
 
@@ -168,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(("toolchain", lambda: toolchain_figure(images, tmp, record, rows)))
         if "transport" in selected:
             steps.append(("transport", lambda: transport_figure(images, tmp, record, rows)))
+        if "hosts" in selected:
+            steps.append(("hosts", lambda: hosts_figure(images, tmp, record, rows)))
         record["loadavg"] = {}
         for name, step in steps:
             before = os.getloadavg()
@@ -251,5 +255,21 @@ def transport_figure(images: CachedImages, tmp: Path, record: dict[str, Any],
             f"{fig['image_upload_s']:.1f} s (re-check {fig['image_recheck_s']:.2f} s)", None,
             None),
         Row("7", f"guest base upload ({fig['base_mb']} MB) + sha256", f"{fig['base_upload_s']:.1f} s",
+            None, None),
+    ]
+
+
+def hosts_figure(images: CachedImages, tmp: Path, record: dict[str, Any],
+                 rows: list[Row]) -> None:
+    say("hosts: 2 remote hosts x 2 guests vs 4 guests on this machine")
+    fig = hosts.measure(tmp, images)
+    record["hosts"] = fig
+    rows += [
+        Row("8", "4 guests: 2 remote hosts x 2 vs one host",
+            f"{fig['two_hosts_s']:.1f} s / {fig['one_host_s']:.1f} s", fig["ratio"], None,
+            "simulated hosts share this machine's 2 cores: the wire's cost, not a speed-up"),
+        Row("8", "  apart: libvirt image to 2 fresh hosts", f"{fig['image_upload_s']:.1f} s",
+            None, None),
+        Row("8", "  apart: ssh tunnel open (per operation)", f"{fig['tunnel_open_s']:.2f} s",
             None, None),
     ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 
@@ -19,14 +18,10 @@ from macvtap_provider.paths import default_guest_image, work_root
 from macvtap_provider.resources.customized_image import sha256_file
 from tests.conftest import ROOT
 from tests.e2e.conftest import make_cli
-from tests.simhost import SimHost, SimHosts
+from tests.simhost import SimHosts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-
-def endpoint(host: SimHost) -> str:
-    return (f"ssh://root@{host.address}?keyfile={quote(str(host.identity.key))}"
-            f"&known_hosts={quote(str(host.identity.known_hosts))}")
 
 
 def ssh_from_probe(docker_host: str, network: str, image: str, ip: str, password: str) -> str:
@@ -44,7 +39,7 @@ def ssh_from_probe(docker_host: str, network: str, image: str, ip: str, password
 def test_two_host_stack(sim_hosts: SimHosts, tmp_path: Path) -> None:
     stack = f"h{secrets.token_hex(3)}"
     cli = make_cli(tmp_path, ROOT / "stacks" / "hosts", stack)
-    endpoints = [endpoint(h) for h in sim_hosts.hosts]
+    endpoints = [h.endpoint for h in sim_hosts.hosts]
     cli.run("config", "set", "hosts", json.dumps(endpoints))
     cli.run("config", "set", "subnet", "10.213.108.0/24")
     cli.run("config", "set", "memoryMib", "256")

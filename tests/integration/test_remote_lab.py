@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from urllib.parse import quote
 
 import docker
 import pytest
@@ -21,20 +20,16 @@ from macvtap_provider.resources.lab_network import LabNetworkProvider
 from macvtap_provider.resources.libvirt_container import LibvirtContainerProvider
 from macvtap_provider.resources.macvtap_domain import MacvtapDomainProvider
 from tests.integration.conftest import checked
-from tests.simhost import SimHost, SimHosts
+from tests.simhost import SimHosts
 
 pytestmark = [pytest.mark.docker, pytest.mark.libvirt, pytest.mark.guestfs, pytest.mark.netns,
               pytest.mark.slow]
 
 
-def docker_host_of(host: SimHost) -> str:
-    return (f"ssh://root@{host.address}?keyfile={quote(str(host.identity.key))}"
-            f"&known_hosts={quote(str(host.identity.known_hosts))}")
-
 
 def test_a_lab_on_a_remote_host_goes_over_the_wire_only(sim_hosts: SimHosts) -> None:
     host = sim_hosts.hosts[0]
-    endpoint = docker_host_of(host)
+    endpoint = host.endpoint
     assert isinstance(lab_host.for_endpoint(endpoint), RemoteHost)
     suffix = secrets.token_hex(3)
     work = f"/var/lib/macvtap-lab/mvtt-rl-{suffix}"

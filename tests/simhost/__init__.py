@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import docker
 import docker.errors
@@ -161,6 +162,12 @@ class SimHost:
     @property
     def docker_host(self) -> str:
         return f"ssh://root@{self.address}"
+
+    @property
+    def endpoint(self) -> str:
+        """`docker_host` with the run's key and known-hosts file, as a lab is given it."""
+        return (f"{self.docker_host}?keyfile={quote(str(self.identity.key))}"
+                f"&known_hosts={quote(str(self.identity.known_hosts))}")
 
     def ssh_argv(self, command: str) -> list[str]:
         return ["/usr/bin/ssh", "-F", str(self.identity.config), *SSH_OPTIONS,
