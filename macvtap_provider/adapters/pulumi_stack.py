@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,38 @@ class LabStack:
             return {k: v.value for k, v in self.workspace.stack_outputs(self.name).items()}
 
 
+def workspace(target: StackTarget) -> auto.LocalWorkspace:
+    """An Automation API workspace on the target's project, engine and environment.
+
+    Raises:
+        auto.CommandError: the engine does not run.
+    """
+    command = auto.PulumiCommand(str(target.engine_root) if target.engine_root else None,
+                                 skip_version_check=True)
+    return auto.LocalWorkspace(work_dir=str(target.project_dir), env_vars=dict(target.env),
+                               pulumi_command=command)
+
+
+def set_secret(ws: auto.LocalWorkspace, stack: str, key: str, value: str) -> None:
+    """`pulumi config set --secret KEY` with the value on stdin.
+
+    The Automation API's `set_config` passes the value in argv (visible in `ps` and
+    /proc/PID/cmdline while it runs): secrets go through stdin instead.
+
+    Raises:
+        StackError: the engine refused.
+    """
+    env = {**os.environ, **ws.env_vars}
+    log.debug("pulumi config set --secret %s --stack %s (value on stdin)", key, stack)
+    proc = subprocess.run(
+        [ws.pulumi_command.command, "config", "set", "--secret", key, "--stack", stack,
+         "--non-interactive"], input=value, text=True, capture_output=True, env=env,
+        cwd=ws.work_dir, check=False)
+    if proc.returncode != 0:
+        raise StackError(f"setting secret {key!r} of stack {stack!r} failed "
+                         f"({proc.returncode}): {proc.stderr.strip()[-600:]}")
+
+
 def open_stack(target: StackTarget) -> LabStack:
     """The target's stack: the named one, else the workspace's current one, else the
     only one.
@@ -83,12 +116,9 @@ def open_stack(target: StackTarget) -> LabStack:
         StackError: no such stack, none to choose, or the engine cannot read the project.
     """
     with translate_errors("opening the Pulumi project", target):
-        command = auto.PulumiCommand(str(target.engine_root) if target.engine_root else None,
-                                     skip_version_check=True)
-        workspace = auto.LocalWorkspace(work_dir=str(target.project_dir),
-                                        env_vars=dict(target.env), pulumi_command=command)
-        stacks = workspace.list_stacks()
+        ws = workspace(target)
+        stacks = ws.list_stacks()
     current = next((s.name for s in stacks if s.current), None)
     name = stack_target.choose_stack(target.stack, current, [s.name for s in stacks],
                                      target.project_dir)
-    return LabStack(target, workspace, name)
+    return LabStack(target, ws, name)
