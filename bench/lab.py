@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,11 @@ class PulumiLab:
 
     @classmethod
     def create(cls, tmp: Path, project: str, subnet: str, *, prefix: str = "bench",
-               guests: int = 1, memory_mib: int | None = None) -> PulumiLab:
+               guests: int = 1, memory_mib: int | None = None,
+               env: Mapping[str, str | None] | None = None) -> PulumiLab:
         project_dir, project_name = PROJECTS[project]
         stack = f"{prefix}{token()}"
-        cli = Pulumi.new(tmp / stack, project_dir, stack)
+        cli = Pulumi.new(tmp / stack, project_dir, stack, env)
         password = token() + token() + "Bench"
         cli.config("rootPassword", password, secret=True)
         cli.config("subnet", subnet)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,9 @@ class Pulumi:
     stack: str
 
     @classmethod
-    def new(cls, tmp: Path, project_dir: Path, stack: str) -> Pulumi:
+    def new(cls, tmp: Path, project_dir: Path, stack: str,
+            overrides: Mapping[str, str | None] | None = None) -> Pulumi:
+        """A stack on its own backend; `overrides` sets (or, with None, removes) variables."""
         backend = tmp / "backend"
         backend.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
@@ -134,6 +136,11 @@ class Pulumi:
             "PULUMI_DEBUG_COMMANDS": "true",  # enables --event-log
         })
         env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
+        for key, value in (overrides or {}).items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         cli = cls(project_dir, env, stack)
         cli.run("stack", "init")
         return cli

@@ -8,6 +8,8 @@ Figures (all by default; a subset with `--only lab,noop` or BENCH_ONLY=lab,noop)
   size   3. customising a 10 GiB base vs a 1 GiB base
   scale  4. 4 guests in one stack vs 4 single-guest labs one after another
   rss    5. peak RSS of the provider processes during the lab's `pulumi up`
+  toolchain 6. the 4-guest stack under our plugin vs the official CLI's launch (stock
+            mode), and vs stock with the SDK's 4 worker threads
 
 lab, noop and rss share one `pulumi up` of the lab.
 """
@@ -26,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import manual, noop, scale, size
+from bench import manual, noop, scale, size, toolchains
 from bench.common import (
     BenchError,
     CachedImages,
@@ -41,7 +43,7 @@ from bench.lab import PulumiLab
 from bench.report import Row, table, write
 from bench.timeline import Timeline, render
 
-FIGURES = ("lab", "noop", "size", "scale", "rss")
+FIGURES = ("lab", "noop", "size", "scale", "rss", "toolchain")
 TARGETS = {"lab_vs_manual": 0.85, "lab_vs_floor": 1.15, "noop": 1.5, "size": 1.1, "scale": 0.5}
 
 
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(("size", lambda: size_figure(images, record, rows, args.size_reps)))
         if "scale" in selected:
             steps.append(("scale", lambda: scale_figure(images, tmp, record, rows)))
+        if "toolchain" in selected:
+            steps.append(("toolchain", lambda: toolchain_figure(images, tmp, record, rows)))
         record["loadavg"] = {}
         for name, step in steps:
             before = os.getloadavg()
@@ -205,3 +209,19 @@ def scale_figure(images: CachedImages, tmp: Path, record: dict[str, Any], rows: 
     rows.append(Row("4", f"{fig['guests']} guests: one stack vs {fig['guests']} labs in turn",
                     f"{fig['multi_s']:.1f} s / {fig['sequential_s']:.1f} s", fig["ratio"],
                     TARGETS["scale"]))
+
+
+def toolchain_figure(images: CachedImages, tmp: Path, record: dict[str, Any],
+                     rows: list[Row]) -> None:
+    say("toolchain: 4 guests under our plugin vs the official launch (stock mode)")
+    fig = toolchains.measure(tmp, images)
+    record["toolchain"] = fig
+    totals, phases = fig["totals_s"], fig["phases"]
+    for label, title in (("stock", "stock launch"), ("stock_sdk_4_threads", "SDK's 4 threads")):
+        p = phases[label]
+        rows.append(Row("6", f"{fig['guests']} guests up to ssh: {title} vs our plugin",
+                        f"{totals[label]:.1f} s / {totals['ours']:.1f} s",
+                        ratio(totals[label], totals["ours"]), None,
+                        f"container ready {p['container_ready_s']} s, images "
+                        f"{p['images_customized_s']} s: "
+                        + ("queued behind the images" if p["queued"] else "not queued")))

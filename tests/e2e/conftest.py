@@ -16,6 +16,13 @@ import pytest
 from tests.conftest import ROOT, require
 
 PULUMI = ROOT / ".tools" / "bin" / "pulumi"
+#: How `pulumi` starts Python: "ours" (the project's language host and plugin) or
+#: "stock" (tools/pulumi's reproduction of the official CLI's host and plugin script,
+#: MACVTAP_LAB_STOCK=1: the official venv resolution, working directories and
+#: environment, and the SDK's own `python -m pulumi.dynamic` server).
+TOOLCHAINS = ("ours", "stock")
+#: What gRPC prints when something forks the provider process while it serves.
+FORK_NOISE = "skipping fork() handlers"
 MVT = str(ROOT / ".venv" / "bin" / "macvtap-lab")
 
 
@@ -56,8 +63,9 @@ def lab_cmd(cli: Cli, *args: str, timeout: float = 180) -> subprocess.CompletedP
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
-def make_cli(tmp: Path, project_dir: Path, stack: str) -> Cli:
-    require("pulumi", "docker")
+def pulumi_env(tmp: Path, toolchain: str = "ours") -> dict[str, str]:
+    """The environment of `pulumi` with its own backend, passphrase and home under `tmp`."""
+    assert toolchain in TOOLCHAINS, toolchain
     backend = tmp / "backend"
     backend.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -68,7 +76,15 @@ def make_cli(tmp: Path, project_dir: Path, stack: str) -> Cli:
         "PULUMI_SKIP_UPDATE_CHECK": "true",
     })
     env.pop("PULUMI_CONFIG_PASSPHRASE_FILE", None)
-    cli = Cli(project_dir, env)
+    if toolchain == "stock":
+        env["MACVTAP_LAB_STOCK"] = "1"
+        env.pop("PULUMI_PYTHON_CMD", None)  # the official CLI sets no interpreter
+    return env
+
+
+def make_cli(tmp: Path, project_dir: Path, stack: str, toolchain: str = "ours") -> Cli:
+    require("pulumi", "docker")
+    cli = Cli(project_dir, pulumi_env(tmp, toolchain))
     cli.run("stack", "init", stack)
     return cli
 

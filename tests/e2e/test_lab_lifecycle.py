@@ -15,7 +15,7 @@ from macvtap_provider import paths
 from macvtap_provider.compose import lab_name
 from tests.conftest import ROOT
 from tests.e2e import lab_probe
-from tests.e2e.conftest import Cli, make_cli
+from tests.e2e.conftest import FORK_NOISE, TOOLCHAINS, Cli, make_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker, pytest.mark.libvirt,
               pytest.mark.guestfs]
@@ -32,12 +32,13 @@ def preview_ops(cli: Cli) -> dict[str, str]:
             if step["op"] != "same"}
 
 
-def test_lab_lifecycle(e2e_tmp: Path) -> None:
+@pytest.mark.parametrize("toolchain", TOOLCHAINS)
+def test_lab_lifecycle(e2e_tmp: Path, toolchain: str) -> None:
     stack = f"e2e{secrets.token_hex(3)}"
     lab = lab_name("macvtap-lab", stack)
     work_dir = paths.work_root() / lab
     base = paths.default_guest_image()
-    cli = make_cli(e2e_tmp, ROOT, stack)
+    cli = make_cli(e2e_tmp, ROOT, stack, toolchain)
     password, new_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
     devices: set[str] = set()  # every macvtap this stack made (mvtN -> /dev/tapN)
     base_digest = sha256(base) if base.exists() else None
@@ -46,7 +47,8 @@ def test_lab_lifecycle(e2e_tmp: Path) -> None:
         cli.run("config", "set", "subnet", f"10.213.{200 + secrets.randbelow(50)}.0/24")
 
         # 1. up
-        cli.run("up", "--yes", "--skip-preview", label="up")
+        up = cli.run("up", "--yes", "--skip-preview", label="up")
+        assert FORK_NOISE not in up.stdout + up.stderr
         out = cli.outputs()
         devices.add(str(out["macvtap_device"]))
         assert out["mac_matches"] is True

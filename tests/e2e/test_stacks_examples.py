@@ -13,7 +13,7 @@ from macvtap_provider import paths
 from macvtap_provider.compose import lab_name
 from tests.conftest import ROOT
 from tests.e2e import lab_probe
-from tests.e2e.conftest import lab_cmd, make_cli
+from tests.e2e.conftest import FORK_NOISE, TOOLCHAINS, lab_cmd, make_cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker, pytest.mark.libvirt,
               pytest.mark.guestfs]
@@ -28,13 +28,15 @@ def assert_nothing_left(lab: str) -> None:
     assert left == {"containers": [], "networks": [], "work_dir_exists": False, "files": []}
 
 
-def test_multi_guest_stack(e2e_tmp: Path) -> None:
+@pytest.mark.parametrize("toolchain", TOOLCHAINS)
+def test_multi_guest_stack(e2e_tmp: Path, toolchain: str) -> None:
     stack = f"m{secrets.token_hex(3)}"
     lab = lab_name("macvtap-lab-multi", stack)
-    cli = make_cli(e2e_tmp, ROOT / "stacks" / "multi", stack)
+    cli = make_cli(e2e_tmp, ROOT / "stacks" / "multi", stack, toolchain)
     try:
         cli.run("config", "set", "subnet", subnet())
-        cli.run("up", "--yes", "--skip-preview", label="multi_up")
+        up = cli.run("up", "--yes", "--skip-preview", label="multi_up")
+        assert FORK_NOISE not in up.stdout + up.stderr
         out = cli.outputs(show_secrets=True)
         ips = [str(ip) for ip in out["guest_ips"]]  # type: ignore[union-attr]
         assert len(ips) == 2 and len(set(ips)) == 2

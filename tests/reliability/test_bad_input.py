@@ -9,7 +9,6 @@ from pathlib import Path
 import docker
 import pytest
 
-from macvtap_provider import paths
 from macvtap_provider.builders.lab_config import GUESTS, SETTINGS
 from tests.conftest import ROOT
 from tests.e2e.conftest import make_cli
@@ -108,7 +107,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("badinput")
     (root / "Pulumi.yaml").write_text(
         f"name: badinput\nruntime:\n  name: python\n  options:\n"
-        f"    virtualenv: {paths.PROJECT_ROOT / '.venv'}\n")
+        f"    virtualenv: {ROOT / '.venv'}\n")
     (root / "__main__.py").write_text(PROGRAM)
     return root
 
