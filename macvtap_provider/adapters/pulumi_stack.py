@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +90,7 @@ def workspace(target: StackTarget) -> auto.LocalWorkspace:
                                pulumi_command=command)
 
 
-def set_secret(ws: auto.LocalWorkspace, stack: str, key: str, value: str) -> None:
+def set_secret(ws: auto.Workspace, stack: str, key: str, value: str) -> None:
     """`pulumi config set --secret KEY` with the value on stdin.
 
     The Automation API's `set_config` passes the value in argv (visible in `ps` and
@@ -106,6 +108,44 @@ def set_secret(ws: auto.LocalWorkspace, stack: str, key: str, value: str) -> Non
     if proc.returncode != 0:
         raise StackError(f"setting secret {key!r} of stack {stack!r} failed "
                          f"({proc.returncode}): {proc.stderr.strip()[-600:]}")
+
+
+def _engine_children() -> list[int]:
+    """This process's children that run `pulumi` (the Automation API's engine runs)."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            comm = stat[stat.find("(") + 1:stat.rfind(")")]
+            if int(stat[stat.rfind(")") + 2:].split()[1]) == me and comm.startswith("pulumi"):
+                found.append(int(entry))
+    return found
+
+
+@contextlib.contextmanager
+def interrupt_after(seconds: float) -> Iterator[threading.Event]:
+    """Interrupt (SIGINT, as Ctrl-C does: the engine then records its state) every
+    `pulumi` this process still runs after `seconds`; the Automation API has no timeout
+    of its own, so its call then fails instead of hanging. Yields an event set when it
+    fired."""
+    fired = threading.Event()
+
+    def interrupt() -> None:
+        fired.set()
+        for pid in _engine_children():
+            log.warning("pulumi (pid %d) still runs after %.0fs: interrupting it", pid, seconds)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+
+    timer = threading.Timer(seconds, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield fired
+    finally:
+        timer.cancel()
 
 
 def open_stack(target: StackTarget) -> LabStack:

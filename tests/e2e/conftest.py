@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,45 +70,17 @@ def pulumi_typed(cwd: Path, env: dict[str, str], *args: str, check: bool = True,
     return proc
 
 
-def _engines_of(pid: int) -> list[int]:
-    """Our child processes that are a `pulumi` engine."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.find("(") + 1:stat.rfind(")")]
-        if int(stat[stat.rfind(")") + 2:].split()[1]) == pid and comm.startswith("pulumi"):
-            found.append(int(entry))
-    return found
-
-
 @contextlib.contextmanager
 def engine_deadline(seconds: float, what: str) -> Iterator[None]:
-    """Interrupt (SIGINT, as Ctrl-C does) an engine command still running after `seconds`:
-    the Automation API call then fails instead of hanging the test run."""
-    expired = threading.Event()
-
-    def interrupt() -> None:
-        expired.set()
-        for pid in _engines_of(os.getpid()):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
-
-    timer = threading.Timer(seconds, interrupt)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    except auto.CommandError as exc:
-        if expired.is_set():
-            raise AssertionError(f"{what} did not finish within {seconds:.0f}s") from exc
-        raise
-    finally:
-        timer.cancel()
+    """An engine command still running after `seconds` is interrupted (as Ctrl-C does) and
+    the test fails, instead of hanging the test run."""
+    with pulumi_stack.interrupt_after(seconds) as fired:
+        try:
+            yield
+        except auto.CommandError as exc:
+            if fired.is_set():
+                raise AssertionError(f"{what} did not finish within {seconds:.0f}s") from exc
+            raise
 
 
 @dataclass
