@@ -10,6 +10,8 @@ Figures (all by default; a subset with `--only lab,noop` or BENCH_ONLY=lab,noop)
   rss    5. peak RSS of the provider processes during the lab's `pulumi up`
   toolchain 6. the 4-guest stack under our plugin vs the official CLI's launch (stock
             mode), and vs stock with the SDK's 4 worker threads
+  transport 7. the cost of reaching a remote lab host over ssh (two simulated hosts):
+            tunnel, API and exec round trips, libvirt relay, image and base uploads
 
 lab, noop and rss share one `pulumi up` of the lab.
 """
@@ -28,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import manual, noop, scale, size, toolchains
+from bench import manual, noop, scale, size, toolchains, transport
 from bench.common import (
     BenchError,
     CachedImages,
@@ -43,7 +45,7 @@ from bench.lab import PulumiLab
 from bench.report import Row, table, write
 from bench.timeline import Timeline, render
 
-FIGURES = ("lab", "noop", "size", "scale", "rss", "toolchain")
+FIGURES = ("lab", "noop", "size", "scale", "rss", "toolchain", "transport")
 TARGETS = {"lab_vs_manual": 0.85, "lab_vs_floor": 1.15, "noop": 1.5, "size": 1.1, "scale": 0.5}
 
 
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(("scale", lambda: scale_figure(images, tmp, record, rows)))
         if "toolchain" in selected:
             steps.append(("toolchain", lambda: toolchain_figure(images, tmp, record, rows)))
+        if "transport" in selected:
+            steps.append(("transport", lambda: transport_figure(images, tmp, record, rows)))
         record["loadavg"] = {}
         for name, step in steps:
             before = os.getloadavg()
@@ -225,3 +229,27 @@ def toolchain_figure(images: CachedImages, tmp: Path, record: dict[str, Any],
                         f"container ready {p['container_ready_s']} s, images "
                         f"{p['images_customized_s']} s: "
                         + ("queued behind the images" if p["queued"] else "not queued")))
+
+
+def transport_figure(images: CachedImages, tmp: Path, record: dict[str, Any],
+                     rows: list[Row]) -> None:
+    say("transport: reaching a remote lab host over ssh (two simulated hosts)")
+    fig = transport.measure(tmp, images)
+    record["transport"] = fig
+    rows += [
+        Row("7", "ssh tunnel to a host's engine (open)", f"{fig['tunnel_open_s']:.2f} s", None,
+            None),
+        Row("7", "docker API round trip: remote vs local",
+            f"{fig['remote_ping_s'] * 1e3:.1f} ms / {fig['local_ping_s'] * 1e3:.1f} ms",
+            ratio(fig["remote_ping_s"], fig["local_ping_s"]), None),
+        Row("7", "docker exec: remote vs local",
+            f"{fig['remote_exec_s'] * 1e3:.0f} ms / {fig['local_exec_s'] * 1e3:.0f} ms",
+            ratio(fig["remote_exec_s"], fig["local_exec_s"]), None),
+        Row("7", "libvirt over the exec relay (open + call)",
+            f"{fig['libvirt_open_call_s'] * 1e3:.0f} ms", None, None),
+        Row("7", f"libvirt image upload ({fig['libvirt_image_mb']} MB), once per host",
+            f"{fig['image_upload_s']:.1f} s (re-check {fig['image_recheck_s']:.2f} s)", None,
+            None),
+        Row("7", f"guest base upload ({fig['base_mb']} MB) + sha256", f"{fig['base_upload_s']:.1f} s",
+            None, None),
+    ]
