@@ -207,10 +207,11 @@ def planned(lab: E2EStack, by_type: bool = False) -> dict[str, str]:
     return ops_of(events, by_type)
 
 
-def refused(lab: E2EStack, what: str = "preview", timeout: float = ENGINE_TIMEOUT_S) -> str:
+def refused(lab: E2EStack, what: str = "preview", timeout: float = ENGINE_TIMEOUT_S,
+            **kwargs: Any) -> str:
     """Run `preview` (or `refresh`, `up`), which must fail; what the engine printed."""
     with pytest.raises(auto.CommandError) as failed, lab.timed(timeout=timeout):
-        getattr(lab.stack, what)()
+        getattr(lab.stack, what)(**kwargs)
     return str(failed.value)
 
 
