@@ -1,4 +1,4 @@
-"""No-op cost: `pulumi preview` and `pulumi up` on the brought-up lab with nothing changed,
+"""No-op cost: `preview` and `up` on the brought-up lab with nothing changed,
 against the same engine on an empty stack (a Python program with no resources, same venv,
 same kind of backend) and on the dynamic-provider floor: a stack of as many trivial Python
 dynamic resources (a provider that only creates) and components as the lab has, so the
@@ -7,12 +7,11 @@ medians compared."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, median, say
-from bench.pulumi_cli import Pulumi
+from bench.stacks import BenchStack
 
 EMPTY_PROJECT = f"""\
 name: bench-empty
@@ -53,41 +52,39 @@ for i in range({dynamic}):
 '''
 DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
 
-PREVIEW = ("preview", "--expect-no-changes")
-UP = ("up", "--yes", "--skip-preview", "--expect-no-changes")
-
-
-def empty_stack(tmp: Path) -> Pulumi:
+def empty_stack(tmp: Path) -> BenchStack:
     project = tmp / "empty-project"
     project.mkdir(parents=True, exist_ok=True)
     (project / "Pulumi.yaml").write_text(EMPTY_PROJECT)
     (project / "__main__.py").write_text(EMPTY_PROGRAM)
-    cli = Pulumi.new(tmp / "empty-backend", project, "bench-empty")
-    cli.run(*UP[:3])  # the stack resource exists, as in the lab's stack
-    return cli
+    empty = BenchStack.new(tmp / "empty-backend", project, "bench-empty")
+    empty.timed("up")  # the stack resource exists, as in the lab's stack
+    return empty
 
 
-def trivial_stack(tmp: Path, dynamic: int, components: int) -> Pulumi:
+def trivial_stack(tmp: Path, dynamic: int, components: int) -> BenchStack:
     project = tmp / "trivial-project"
     project.mkdir(parents=True, exist_ok=True)
     (project / "Pulumi.yaml").write_text(EMPTY_PROJECT.replace("bench-empty", "bench-trivial"))
     (project / "__main__.py").write_text(TRIVIAL_PROGRAM.format(dynamic=dynamic,
                                                                 components=components))
-    cli = Pulumi.new(tmp / "trivial-backend", project, "bench-trivial")
-    cli.run(*UP[:3])
-    return cli
+    trivial = BenchStack.new(tmp / "trivial-backend", project, "bench-trivial")
+    trivial.timed("up")
+    return trivial
 
 
-def resource_counts(cli: Pulumi) -> tuple[int, int]:
+def resource_counts(stack: BenchStack) -> tuple[int, int]:
     """(dynamic resources, components) in a stack's state."""
-    state = json.loads(cli.run("stack", "export").stdout)
-    types = [r.get("type", "") for r in state.get("deployment", {}).get("resources") or []]
+    state = stack.stack.export_stack().deployment or {}
+    types = [r.get("type", "") for r in state.get("resources") or []]
     dynamic = sum(t == DYNAMIC_TYPE for t in types)
     components = sum(not t.startswith("pulumi:") and t != DYNAMIC_TYPE for t in types)
     return dynamic, components
 
 
-def measure(lab: Pulumi, tmp: Path, reps: int) -> dict[str, Any]:
+def measure(lab: BenchStack, tmp: Path, reps: int) -> dict[str, Any]:
+    """Medians of `preview` and `up` (expecting no changes) on each side, each timed from
+    the call to the engine's last line of output."""
     dynamic, components = resource_counts(lab)
     empty, trivial = empty_stack(tmp), trivial_stack(tmp, dynamic, components)
     sides = (("lab", lab), ("empty", empty), ("trivial", trivial))
@@ -96,9 +93,10 @@ def measure(lab: Pulumi, tmp: Path, reps: int) -> dict[str, Any]:
     for rep in range(reps):
         # Rotate which side goes first, so drift in machine load hits all of them.
         order = sides[rep % 3:] + sides[:rep % 3]
-        for cmd, name in ((PREVIEW, "preview"), (UP, "up")):
-            for side, cli in order:
-                times[f"{side}_{name}"].append(round(cli.timed(*cmd), 3))
+        for name in ("preview", "up"):
+            for side, stack in order:
+                times[f"{side}_{name}"].append(round(stack.timed(name, expect_no_changes=True),
+                                                     3))
     result: dict[str, Any] = {"reps": reps, "seconds": times,
                               "floor_stack": {"dynamic": dynamic, "components": components}}
     for name in ("preview", "up"):

@@ -9,7 +9,13 @@ Figures (all by default; a subset with `--only lab,noop` or BENCH_ONLY=lab,noop)
   size   3. customising a 10 GiB base vs a 1 GiB base
   scale  4. 4 guests in one stack vs 4 single-guest labs one after another
   rss    5. peak RSS of the provider processes during the lab's `pulumi up`
-  boot   6. boot to sshd of the default guest vs a bare boot of its kernel (plain qemu,
+  toolchain 6. the 4-guest stack under our plugin vs the official CLI's launch (stock
+            mode), and vs stock with the SDK's 4 worker threads
+  hosts     8. 2 simulated remote hosts x 2 guests from one stack (stacks/hosts) vs the same 4
+            guests on this machine (stacks/multi); the image upload and tunnel apart
+  transport 7. the cost of reaching a remote lab host over ssh (two simulated hosts):
+            tunnel, API and exec round trips, libvirt relay, image and base uploads
+  boot      9. boot to sshd of the default guest vs a bare boot of its kernel (plain qemu,
             the lab's machine; BENCH_BOOT_IMAGE=<qcow2> measures another image)
 
 lab, noop and rss share one `pulumi up` of the lab.
@@ -29,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import boot, manual, noop, scale, size
+from bench import boot, hosts, manual, noop, scale, size, toolchains, transport
 from bench.common import (
     BenchError,
     CachedImages,
@@ -44,9 +50,9 @@ from bench.lab import PulumiLab
 from bench.report import Row, table, write
 from bench.timeline import Timeline, render
 
-FIGURES = ("lab", "noop", "size", "scale", "rss", "boot")
-TARGETS = {"lab_vs_manual": 0.85, "lab_vs_floor": 1.15, "noop": 1.5, "noop_floor": 1.2, "size": 1.1, "scale": 0.5,
-           "boot": 1.5}
+FIGURES = ("lab", "noop", "size", "scale", "rss", "toolchain", "transport", "hosts", "boot")
+TARGETS = {"lab_vs_manual": 0.85, "lab_vs_floor": 1.15, "noop": 1.5, "noop_floor": 1.2,
+           "size": 1.1, "scale": 0.5, "boot": 1.5}
 
 
 def critical_path_floor(t: Timeline) -> dict[str, Any]:
@@ -86,7 +92,7 @@ def lab_figures(selected: set[str], images: CachedImages, tmp: Path, record: dic
         record["rss"] = rss
         if "noop" in selected:
             say("no-op preview/up vs an empty stack")
-            record["noop"] = noop.measure(lab.cli, tmp, noop_reps)
+            record["noop"] = noop.measure(lab.stack, tmp, noop_reps)
     finally:
         lab.destroy()
     if "lab" in selected:
@@ -171,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(("size", lambda: size_figure(images, record, rows, args.size_reps)))
         if "scale" in selected:
             steps.append(("scale", lambda: scale_figure(images, tmp, record, rows)))
+        if "toolchain" in selected:
+            steps.append(("toolchain", lambda: toolchain_figure(images, tmp, record, rows)))
+        if "transport" in selected:
+            steps.append(("transport", lambda: transport_figure(images, tmp, record, rows)))
+        if "hosts" in selected:
+            steps.append(("hosts", lambda: hosts_figure(images, tmp, record, rows)))
         if "boot" in selected:
             image = Path(args.boot_image) if args.boot_image else images.guest_base
             steps.append(("boot", lambda: boot_figure(image, record, rows, args.boot_reps)))
@@ -221,14 +233,70 @@ def scale_figure(images: CachedImages, tmp: Path, record: dict[str, Any], rows: 
                     TARGETS["scale"]))
 
 
+def toolchain_figure(images: CachedImages, tmp: Path, record: dict[str, Any],
+                     rows: list[Row]) -> None:
+    say("toolchain: 4 guests under our plugin vs the official launch (stock mode)")
+    fig = toolchains.measure(tmp, images)
+    record["toolchain"] = fig
+    totals, phases = fig["totals_s"], fig["phases"]
+    for label, title in (("stock", "stock launch"), ("stock_sdk_4_threads", "SDK's 4 threads")):
+        p = phases[label]
+        rows.append(Row("6", f"{fig['guests']} guests up to ssh: {title} vs our plugin",
+                        f"{totals[label]:.1f} s / {totals['ours']:.1f} s",
+                        ratio(totals[label], totals["ours"]), None,
+                        f"container ready {p['container_ready_s']} s, images "
+                        f"{p['images_customized_s']} s: "
+                        + ("queued behind the images" if p["queued"] else "not queued")))
+
+
+def transport_figure(images: CachedImages, tmp: Path, record: dict[str, Any],
+                     rows: list[Row]) -> None:
+    say("transport: reaching a remote lab host over ssh (two simulated hosts)")
+    fig = transport.measure(tmp, images)
+    record["transport"] = fig
+    rows += [
+        Row("7", "ssh tunnel to a host's engine (open)", f"{fig['tunnel_open_s']:.2f} s", None,
+            None),
+        Row("7", "docker API round trip: remote vs local",
+            f"{fig['remote_ping_s'] * 1e3:.1f} ms / {fig['local_ping_s'] * 1e3:.1f} ms",
+            ratio(fig["remote_ping_s"], fig["local_ping_s"]), None),
+        Row("7", "docker exec: remote vs local",
+            f"{fig['remote_exec_s'] * 1e3:.0f} ms / {fig['local_exec_s'] * 1e3:.0f} ms",
+            ratio(fig["remote_exec_s"], fig["local_exec_s"]), None),
+        Row("7", "libvirt over the exec relay (open + call)",
+            f"{fig['libvirt_open_call_s'] * 1e3:.0f} ms", None, None),
+        Row("7", f"libvirt image upload ({fig['libvirt_image_mb']} MB), once per host",
+            f"{fig['image_upload_s']:.1f} s (re-check {fig['image_recheck_s']:.2f} s)", None,
+            None),
+        Row("7", f"guest base upload ({fig['base_mb']} MB) + sha256", f"{fig['base_upload_s']:.1f} s",
+            None, None),
+    ]
+
+
+def hosts_figure(images: CachedImages, tmp: Path, record: dict[str, Any],
+                 rows: list[Row]) -> None:
+    say("hosts: 2 remote hosts x 2 guests vs 4 guests on this machine")
+    fig = hosts.measure(tmp, images)
+    record["hosts"] = fig
+    rows += [
+        Row("8", "4 guests: 2 remote hosts x 2 vs one host",
+            f"{fig['two_hosts_s']:.1f} s / {fig['one_host_s']:.1f} s", fig["ratio"], None,
+            "simulated hosts share this machine's 2 cores: the wire's cost, not a speed-up"),
+        Row("8", "  apart: libvirt image to 2 fresh hosts", f"{fig['image_upload_s']:.1f} s",
+            None, None),
+        Row("8", "  apart: ssh tunnel open (per operation)", f"{fig['tunnel_open_s']:.2f} s",
+            None, None),
+    ]
+
+
 def boot_figure(image: Path, record: dict[str, Any], rows: list[Row], reps: int) -> None:
     say("boot: the default guest to sshd vs a bare boot of its kernel")
     fig = boot.measure(image, reps)
     record["boot"] = fig
-    print("\nFigure 6: guest boot phases, host seconds from qemu's start\n" + boot.render(fig),
+    print("\nFigure 9: guest boot phases, host seconds from qemu's start\n" + boot.render(fig),
           flush=True)
     p = fig["phases"]
-    rows.append(Row("6", "boot to sshd: default guest vs bare kernel",
+    rows.append(Row("9", "boot to sshd: default guest vs bare kernel",
                     f"{fig['guest_sshd_s']:.1f} s / {fig['bare_userspace_s']:.1f} s",
                     fig["ratio"], TARGETS["boot"],
                     f"{fig['boot']} boot; phases: firmware+bootloader "

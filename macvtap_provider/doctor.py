@@ -26,7 +26,7 @@ from macvtap_provider.builders.security import (
     missing_capabilities,
 )
 from macvtap_provider.errors import LabError, SpecError
-from macvtap_provider.paths import PROJECT_ROOT
+from macvtap_provider.paths import checkout_tools
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,9 @@ GUESTFS_FIX = (
     "hangs) to see why the appliance does not start"
 )
 PULUMI_FIX = (
-    "`make setup` builds the Pulumi CLI and language host into .tools/bin and writes the "
-    "two Python-side scripts beside them"
+    "install the Pulumi CLI (https://www.pulumi.com/docs/install/, with its Python language "
+    "host and plugin script beside it); in a macvtap-lab checkout `make setup` builds one "
+    "into .tools/bin"
 )
 PULUMI_COMPANIONS = (
     "pulumi-language-python", "pulumi-language-python-exec", "pulumi-resource-pulumi-python",
@@ -327,19 +328,19 @@ def _check_guestfs() -> CheckResult:
                        f"appliance launched under {mode} in {time.monotonic() - start:.1f} s")
 
 
-def _find_tool(name: str, tools_dir: Path) -> str | None:
-    candidate = tools_dir / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
+def _find_tool(name: str, tools_dir: Path | None) -> str | None:
+    candidate = tools_dir / name if tools_dir else None
+    if candidate and candidate.is_file() and os.access(candidate, os.X_OK):
         return str(candidate)
     return shutil.which(name)
 
 
 def _check_pulumi() -> CheckResult:
-    tools_dir = PROJECT_ROOT / ".tools" / "bin"
+    tools_dir = checkout_tools()
     cli = _find_tool("pulumi", tools_dir)
     if cli is None:
-        return CheckResult("pulumi", Status.FAIL,
-                           f"no pulumi CLI in {tools_dir} nor on PATH", PULUMI_FIX)
+        where = f"in {tools_dir} nor " if tools_dir else ""
+        return CheckResult("pulumi", Status.FAIL, f"no pulumi CLI {where}on PATH", PULUMI_FIX)
     env = {**os.environ, "PULUMI_SKIP_UPDATE_CHECK": "1"}
     try:
         log.debug("run: %s version", cli)
@@ -353,8 +354,8 @@ def _check_pulumi() -> CheckResult:
                            PULUMI_FIX)
     # The engine looks for its plugins beside itself first, then on PATH. Our
     # .tools/bin/pulumi is a wrapper; the engine binary is what pulumi-engine points to.
-    engine = tools_dir / "pulumi-engine"
-    side = engine.resolve().parent if engine.exists() else Path(cli).resolve().parent
+    engine = tools_dir / "pulumi-engine" if tools_dir else None
+    side = engine.resolve().parent if engine and engine.exists() else Path(cli).resolve().parent
     found = {n: _find_tool(n, side) or _find_tool(n, tools_dir) for n in PULUMI_COMPANIONS}
     missing = [n for n, path in found.items() if path is None]
     version = proc.stdout.strip()

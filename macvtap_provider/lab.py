@@ -300,8 +300,8 @@ class Guest(pulumi.ComponentResource):
         self.image = CustomizedImage(f"{name}-image", CustomizedImageArgs(
             output_path=f"{lab.work_dir}/images/{name}.qcow2", root_password=lab.root_password,
             base_image=config.base_image, nameservers=[config.gateway], hostname=name[:63],
-            network=NetworkArgs(address, config.prefix, config.gateway) if offline else None),
-            opts=child)
+            network=NetworkArgs(address, config.prefix, config.gateway) if offline else None,
+            docker_host=lab.config.docker_host), opts=child)
         self.domain = MacvtapDomain(f"{name}-domain", MacvtapDomainArgs(
             name=name, libvirt_uri=lab.container.libvirt_uri, container=lab.container.name,
             disk_path=self.image.path,

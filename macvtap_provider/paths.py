@@ -6,8 +6,13 @@ import os
 import re
 from pathlib import Path
 
-#: The project checkout (for the embedded defaults such as the state dir).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+def checkout_tools() -> Path | None:
+    """`.tools/bin` of the source checkout this package runs from (`make setup` builds
+    Pulumi there), or None when the package is installed (from a wheel): nothing else in
+    the package depends on the checkout."""
+    root = Path(__file__).resolve().parent.parent
+    return root / ".tools" / "bin" if (root / "pyproject.toml").is_file() else None
 
 
 def cache_dir() -> Path:

@@ -1,6 +1,8 @@
 """The engine's dynamic-provider plugin process (`python -m macvtap_provider.plugin`).
 
-It is the Python SDK's own server (`python -m pulumi.dynamic`) with three additions:
+It is the Python SDK's own server (`python -m pulumi.dynamic`) with three additions (the
+last two also hold under the SDK's server as is, once a lab provider is loaded there:
+see `provider_process`):
 
 * `pulumi import` is refused with a message that says why and what to do. The SDK
   finds a dynamic resource's code in its state (`__provider`); an import brings no
@@ -9,21 +11,22 @@ It is the Python SDK's own server (`python -m pulumi.dynamic`) with three additi
   instead of serving nobody forever. The children it spawned for libguestfs die with it
   (`adapters.isolate` sets their parent-death signal), so an interrupted run leaves no
   process behind that could still write into the lab.
-* More worker threads: the SDK serves with 4, so with four images being customised a
-  container's create (or a fifth guest's anything) would wait for a free thread.
+* More worker threads from the start: the SDK serves with 4, so with four images being
+  customised a container's create (or a fifth guest's anything) would wait for a free
+  thread.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import runpy
-import threading
-import time
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+
+from macvtap_provider import provider_process
 
 PROVIDER_KEY = "__provider"
 IMPORT_REFUSED = (
@@ -33,11 +36,6 @@ IMPORT_REFUSED = (
     "resource in a stack and run `pulumi up`; it is created from its inputs (objects left by "
     "an interrupted run are replaced)."
 )
-ENGINE_POLL_S = 1.0
-#: Concurrent provider calls; the engine's own default parallelism is far higher.
-WORKERS = 32
-
-log = logging.getLogger(__name__)
 
 
 def is_import(request: Any) -> bool:
@@ -60,20 +58,6 @@ def guard_reads(servicer: Any) -> None:
     servicer.Read = guarded
 
 
-def exit_with_engine(engine_pid: int, poll_s: float = ENGINE_POLL_S) -> threading.Thread:
-    """A daemon thread that ends this process once its parent (the engine) is gone."""
-
-    def watch() -> None:
-        while os.getppid() == engine_pid:
-            time.sleep(poll_s)
-        log.warning("the Pulumi engine (pid %d) is gone: the provider process exits", engine_pid)
-        os._exit(70)
-
-    thread = threading.Thread(target=watch, name="engine-watch", daemon=True)
-    thread.start()
-    return thread
-
-
 def main() -> None:
     from pulumi.runtime.proto import provider_pb2_grpc
 
@@ -86,11 +70,13 @@ def main() -> None:
 
     def server_with_more_workers(executor: Any, *args: Any, **kwargs: Any) -> Any:
         executor.shutdown(wait=False)  # the SDK's 4-thread pool, never used
-        return make_server(ThreadPoolExecutor(max_workers=WORKERS), *args, **kwargs)
+        return make_server(ThreadPoolExecutor(max_workers=provider_process.workers()),
+                           *args, **kwargs)
 
     provider_pb2_grpc.add_ResourceProviderServicer_to_server = register_guarded
     grpc.server = server_with_more_workers
-    exit_with_engine(os.getppid())
+    # The plugin script exec'd us: our parent is the engine.
+    provider_process.watch_engine(provider_process.engine_port(sys.argv), os.getppid())
     runpy.run_module("pulumi.dynamic", run_name="__main__", alter_sys=True)
 
 

@@ -13,6 +13,7 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils                       # KVM probe, guest boots in tests, qemu-img
   libvirt-clients libvirt-dev python3-libvirt      # virsh console; libvirt-python (Debian build)
   libguestfs-tools python3-guestfs linux-image-amd64  # offline image edits; kernel for the appliance
+  libguestfs-xfs                                   # XFS in the appliance (Debian splits it out)
   debootstrap extlinux syslinux-common             # building the base rootfs and the guest image
   python3-venv python3-dev gcc pkg-config          # the project venv (and libvirt-python if rebuilt)
   iproute2 openssh-client                          # netlink tools, ssh for examples

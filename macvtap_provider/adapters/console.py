@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import subprocess
+import termios
 import time
 from collections.abc import Callable, Iterator
 
 import pexpect
+from pexpect.fdpexpect import fdspawn
+from pexpect.spawnbase import SpawnBase
 
 from macvtap_provider.errors import ConsoleError, LabTimeoutError
 
@@ -21,7 +26,7 @@ _LOGIN = re.compile(rb"login: ?$", re.M)
 class SerialSession:
     """A logged-in root shell on a serial console. Never logs what it types."""
 
-    def __init__(self, child: pexpect.spawn) -> None:
+    def __init__(self, child: SpawnBase) -> None:
         self._child = child
 
     def run(self, command: str, timeout_s: float = 30) -> tuple[int, str]:
@@ -49,7 +54,7 @@ class SerialSession:
 _SHELL = re.compile(rb"[#$] ?$", re.M)
 
 
-def _wait_for_login(child: pexpect.spawn, domain: str, deadline: float) -> int:
+def _wait_for_login(child: SpawnBase, domain: str, deadline: float) -> int:
     """Wake the getty until it answers (boot may still be running): 0 at a login
     prompt, 1 at a shell prompt."""
     while True:
@@ -64,7 +69,7 @@ def _wait_for_login(child: pexpect.spawn, domain: str, deadline: float) -> int:
                 "disabled)")
 
 
-def _log_in(child: pexpect.spawn, domain: str, user: str, password: str) -> None:
+def _log_in(child: SpawnBase, domain: str, user: str, password: str) -> None:
     """Answer the login prompt; the password is typed on the console only."""
     child.sendline(user)
     child.expect("assword:", timeout=30)
@@ -72,6 +77,37 @@ def _log_in(child: pexpect.spawn, domain: str, user: str, password: str) -> None
     if child.expect([_SHELL, "Login incorrect", _LOGIN], timeout=60) != 0:
         raise ConsoleError(f"domain {domain!r}: {user} login on the serial console was "
                            "refused (wrong root password?)")
+
+
+@contextlib.contextmanager
+def on_pty(cmd: list[str], timeout_s: float) -> Iterator[fdspawn]:
+    """Run `cmd` on a new pseudo-terminal (no echo) and drive it with pexpect.
+
+    pexpect.spawn forks this process (pty.fork): in the gRPC provider process that
+    prints gRPC's "skipping fork() handlers" into the user's output. subprocess starts
+    the command without running fork handlers; a terminal on stdin is all `virsh
+    console` asks for (it need not be the controlling one).
+    """
+    primary, secondary = os.openpty()
+    try:
+        attrs = termios.tcgetattr(secondary)
+        attrs[3] &= ~termios.ECHO
+        termios.tcsetattr(secondary, termios.TCSANOW, attrs)
+        proc = subprocess.Popen(cmd, stdin=secondary, stdout=secondary, stderr=secondary,
+                                start_new_session=True)
+    except BaseException:
+        os.close(primary)
+        raise
+    finally:
+        os.close(secondary)
+    child = fdspawn(primary, timeout=timeout_s)
+    try:
+        yield child
+    finally:
+        with contextlib.suppress(OSError):
+            child.close()
+        proc.kill()
+        proc.wait()
 
 
 @contextlib.contextmanager
@@ -84,7 +120,12 @@ def serial_login(uri: str, domain: str, password: str, timeout_s: float = 180,
     """
     cmd = ["virsh", "-c", uri, "console", domain, "--force"]
     log.debug("spawn %s", " ".join(cmd))
-    child = pexpect.spawn(cmd[0], cmd[1:], timeout=timeout_s, echo=False)
+    with on_pty(cmd, timeout_s) as child:
+        yield from _login(child, domain, password, timeout_s, user)
+
+
+def _login(child: SpawnBase, domain: str, password: str, timeout_s: float,
+           user: str) -> Iterator[SerialSession]:
     deadline = time.monotonic() + timeout_s
     try:
         child.expect_exact("Escape character", timeout=30)
@@ -104,9 +145,7 @@ def serial_login(uri: str, domain: str, password: str, timeout_s: float = 180,
         raise LabTimeoutError(f"domain {domain!r}: the serial console stopped answering") from exc
     finally:
         with contextlib.suppress(Exception):
-            child.sendcontrol("]")
-        child.close(force=True)
-
+            child.send(b"\x1d")  # Ctrl-]: detach from the console
 
 
 #: Noise virsh prints on a terminal when no polkit agent can start (root needs none).

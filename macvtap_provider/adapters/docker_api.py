@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import secrets
+import socket
 import tarfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -67,14 +68,27 @@ def translate_errors(what: str) -> Iterator[None]:
 def docker_client(host: str | None = None,
                   timeout_s: float | None = None) -> Iterator[docker.DockerClient]:
     """A connected client for `host` (unix://, tcp:// or ssh://; None: the local default,
-    DOCKER_HOST honoured), closed afterwards. The only place a docker client is made."""
+    DOCKER_HOST honoured), closed afterwards. The only place a docker client is made.
+
+    An ssh:// host is reached through an ssh tunnel to its engine's socket, and a tcp://
+    host with the TLS files its URL names (adapters/remote, builders/endpoint): docker-py's
+    own ssh transport loses exec output and opens an ssh connection per request.
+    """
     import docker
 
+    from macvtap_provider.builders.endpoint import parse_endpoint
+
+    endpoint = parse_endpoint(host)
+    if endpoint.scheme == "ssh" or endpoint.tls:
+        from macvtap_provider.adapters import remote
+
+        with remote.docker_client(endpoint, timeout_s) as client:
+            yield client
+        return
     kwargs: dict[str, Any] = {} if timeout_s is None else {"timeout": int(timeout_s)}
     with translate_errors(f"connecting to docker at {host or 'the local socket'}"):
         if host:
-            client = docker.DockerClient(base_url=host, use_ssh_client=host.startswith("ssh://"),
-                                         **kwargs)
+            client = docker.DockerClient(base_url=endpoint.url, **kwargs)
         else:
             client = docker.from_env(**kwargs)
         try:
@@ -201,16 +215,68 @@ def container_logs(client: docker.DockerClient, name: str, lines: int = 20) -> s
         return f"(logs unavailable: {exc})"
 
 
+def exec_socket(client: docker.DockerClient, name: str, cmd: list[str],
+                env: dict[str, str] | None = None) -> tuple[str, socket.socket]:
+    """Start `cmd` in a container by docker exec, held until released; (exec id, its raw
+    socket: write stdin to it, read its framed output with exec_frames).
+
+    docker-py reads exec output from the raw socket behind the HTTP response, so output
+    that arrives together with the response's headers (over an ssh tunnel it often does)
+    stays in the response's buffer and is lost. So the command first waits for one line on
+    its stdin: it cannot print anything before the socket is ours; the newline is sent here.
+    """
+    api: Any = client.api
+    held = ["sh", "-c", 'read -r _ && exec "$@"', "macvtap-lab-exec", *cmd]
+    exec_id = api.exec_create(name, held, stdin=True, stdout=True, stderr=True, tty=False,
+                              environment=env)["Id"]
+    sock: Any = api.exec_start(exec_id, socket=True)
+    raw: socket.socket = getattr(sock, "_sock", sock)
+    raw.settimeout(None)
+    raw.sendall(b"\n")
+    return str(exec_id), raw
+
+
+def _read_exact(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def exec_frames(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
+    """(stream, payload) frames of a tty-less exec (8-byte header: stream, 0, 0, 0, size)."""
+    while True:
+        header = _read_exact(sock, 8)
+        if len(header) < 8:
+            return
+        size = int.from_bytes(header[4:], "big")
+        payload = _read_exact(sock, size) if size else b""
+        if len(payload) < size:
+            return
+        yield header[0], payload
+
+
 def exec_in(client: docker.DockerClient, name: str, cmd: list[str],
             timeout_s: int | None = None) -> tuple[int, str]:
-    """Run a command in a running container; returns (exit code, combined output)."""
+    """Run a command in a running container; returns (exit code, combined output).
+
+    Works the same on a local engine and on one behind an ssh tunnel (see exec_socket).
+    """
     if timeout_s:
         cmd = ["timeout", str(timeout_s), *cmd]
     log.debug("docker exec %s %s", name, " ".join(cmd))
     with translate_errors(f"running a command in container {name!r}"):
-        result: Any = client.containers.get(name).exec_run(cmd, demux=False)
-    output = (result.output or b"").decode(errors="replace")
-    return int(result.exit_code), output
+        exec_id, sock = exec_socket(client, name, cmd)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            output = b"".join(payload for _, payload in exec_frames(sock))
+        finally:
+            sock.close()
+        code = client.api.exec_inspect(exec_id).get("ExitCode")
+    return (-1 if code is None else int(code)), output.decode(errors="replace")
 
 
 def put_file(client: docker.DockerClient, name: str, path: str, data: bytes,

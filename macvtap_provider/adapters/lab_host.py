@@ -3,10 +3,10 @@ namespaces of its containers, its device nodes, its files and what its kernel al
 
 Resources reach a host only through `for_endpoint(docker_host)`, never through a PID,
 /proc or a local path of their own, so that a host reached over `ssh://` or `tcp://` can
-get an implementation of `LabHost` that does the same work over the wire (netns work by
-docker exec in a helper container, files through the docker API or ssh, libvirt over
-`qemu+ssh://`). Today every endpoint gets `LocalHost`: the docker engine may be anywhere
-docker-py reaches, the rest is this machine.
+get an implementation of `LabHost` that does the same work over the wire:
+`adapters/remote_host.RemoteHost` (netns work by `ip` in the lab's container, files in
+helper containers, libvirt through `docker exec` of virt-ssh-helper, the KVM probe run
+there). An engine on this machine gets `LocalHost`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from macvtap_provider.errors import GuestfsError, NotFoundError
 
 if TYPE_CHECKING:
     import docker
+    import libvirt
 
     from macvtap_provider.adapters.docker_api import ContainerInfo
     from macvtap_provider.adapters.netlink import Netns
@@ -80,6 +81,13 @@ class LabHost(Protocol):
     def kvm_usable(self) -> bool: ...
 
     def libvirt_uri(self, socket_path: str) -> str: ...
+
+    def libvirt(self, uri: str, container: str,
+                hint: str = "") -> contextlib.AbstractContextManager[libvirt.virConnect]: ...
+
+    def wait_libvirt(self, uri: str, container: str, timeout_s: float) -> str: ...
+
+    def ensure_image(self, tag: str) -> None: ...
 
 
 def read_capability_bounding(status_file: Path = SELF_STATUS) -> frozenset[str]:
@@ -182,11 +190,33 @@ class LocalHost:
     def libvirt_uri(self, socket_path: str) -> str:
         return f"qemu:///system?socket={socket_path}"
 
+    def libvirt(self, uri: str, container: str,
+                hint: str = "") -> contextlib.AbstractContextManager[libvirt.virConnect]:
+        from macvtap_provider.adapters import libvirt_api
+
+        return libvirt_api.connection(uri, hint)
+
+    def wait_libvirt(self, uri: str, container: str, timeout_s: float) -> str:
+        from macvtap_provider.adapters import libvirt_api
+
+        return libvirt_api.wait_until_answering(uri, timeout_s)
+
+    def ensure_image(self, tag: str) -> None:
+        """Nothing to do: the image was built on this machine's engine."""
+
 
 def for_endpoint(docker_host: str | None) -> LabHost:
     """The host behind a docker endpoint (None: the local default).
 
     The one place a remote implementation plugs in; providers call it inside each
-    operation and keep nothing of it (they are pickled into the state).
+    operation and keep nothing of it (they are pickled into the state). An engine on
+    this machine (the local socket, tcp:// to loopback) gets LocalHost, the fast path;
+    ssh:// and other tcp:// endpoints get RemoteHost, which goes over the wire only.
     """
+    from macvtap_provider.builders.endpoint import parse_endpoint
+
+    if docker_host and not parse_endpoint(docker_host).is_local:
+        from macvtap_provider.adapters.remote_host import RemoteHost
+
+        return RemoteHost(docker_host)
     return LocalHost(docker_host)

@@ -9,22 +9,28 @@ container that shares the lab container's netns).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from macvtap_provider.errors import NetlinkError, NotFoundError
 
 if TYPE_CHECKING:  # pyroute2 takes ~75 ms to import: only operations that use it pay
-    from pyroute2 import NetNS
+    from pyroute2 import IPRoute as NetNS
 
 log = logging.getLogger(__name__)
 
 MACVTAP_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "passthrough": 8}
+CLONE_NEWNET = 0x40000000
+SOL_NETLINK = 270
+NETLINK_EXT_ACK = 11
+NETLINK_RCVBUF = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -54,16 +60,57 @@ def translate_errors(what: str) -> Iterator[None]:
         raise NotFoundError(f"{what}: the network namespace is gone ({exc.filename})") from exc
 
 
+def netlink_socket_in(path: str) -> socket.socket:
+    """An rtnetlink socket bound to the network namespace at `path`, without a fork.
+
+    pyroute2 opens such a socket in a forked child; forking a provider process that
+    serves gRPC prints gRPC's "skipping fork() handlers" into the user's output (and is
+    unsafe with its threads). A namespace belongs to a thread, so a short-lived thread
+    enters it, opens the socket, and leaves; the socket stays in that namespace.
+    """
+    opened: list[socket.socket] = []
+    failed: list[OSError] = []
+
+    def enter_and_open() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            with contextlib.ExitStack() as fds:
+                own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+                fds.callback(os.close, own)
+                target = os.open(path, os.O_RDONLY)
+                fds.callback(os.close, target)
+                if libc.setns(target, CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise OSError(code, f"setns({path}): {os.strerror(code)}")
+                try:
+                    opened.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM,
+                                                socket.NETLINK_ROUTE))
+                finally:
+                    libc.setns(own, CLONE_NEWNET)  # the thread ends next anyway
+        except OSError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=enter_and_open, name="netns-socket")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    sock = opened[0]
+    # What pyroute2 sets on the sockets it opens: extended error messages, room for dumps.
+    sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NETLINK_RCVBUF)
+    return sock
+
+
 @contextlib.contextmanager
 def in_netns(pid: int) -> Iterator[NetNS]:
     """A netlink socket inside the network namespace of process `pid`."""
-    from pyroute2 import NetNS
+    from pyroute2 import IPRoute
 
     path = netns_path(pid)
     with translate_errors(f"opening netns of pid {pid}"):
-        if not Path(path).exists():
-            raise FileNotFoundError(errno.ENOENT, "no netns", path)
-        ns = NetNS(path, flags=0)
+        log.debug("netlink socket in %s", path)
+        ns = IPRoute(use_socket=netlink_socket_in(path))
     try:
         yield ns
     finally:

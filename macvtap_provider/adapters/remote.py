@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import socket
-import struct
 import subprocess
 import tarfile
 import tempfile
@@ -101,8 +100,10 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def docker_client(endpoint: DockerEndpoint) -> Iterator[docker.DockerClient]:
-    """A connected docker client for a remote endpoint (ssh:// tunnel, or tcp:// + TLS)."""
+def docker_client(endpoint: DockerEndpoint,
+                  timeout_s: float | None = None) -> Iterator[docker.DockerClient]:
+    """A connected docker client for a remote endpoint (ssh:// tunnel, or tcp:// + TLS);
+    docker_api.docker_client calls it for such endpoints."""
     with contextlib.ExitStack() as stack:
         if endpoint.scheme == "ssh":
             base_url = "unix://" + stack.enter_context(ssh_tunnel(endpoint))
@@ -110,7 +111,8 @@ def docker_client(endpoint: DockerEndpoint) -> Iterator[docker.DockerClient]:
         else:
             base_url, tls = str(endpoint.url), _tls_config(endpoint)
         try:
-            client = docker.DockerClient(base_url=base_url, tls=tls)
+            kwargs: dict[str, Any] = {} if timeout_s is None else {"timeout": int(timeout_s)}
+            client = docker.DockerClient(base_url=base_url, tls=tls, **kwargs)
             stack.callback(client.close)
             client.ping()
         except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
@@ -139,63 +141,9 @@ def _tls_config(endpoint: DockerEndpoint) -> docker.tls.TLSConfig | bool:
 # ---- libvirt through docker exec -----------------------------------------------------------
 
 
-def _hijack(container: Container, cmd: list[str],
-            env: dict[str, str] | None = None) -> tuple[str, socket.socket]:
-    """Start `cmd` by docker exec, held until released; (exec id, its raw socket).
-
-    docker-py reads exec output from the raw socket behind the HTTP response, so output
-    that arrives together with the response's headers (over a tunnel it often does) stays
-    in the response's buffer and is lost. So the command first waits for one line on its
-    stdin: it cannot print anything before the socket is ours. The newline is sent here.
-    """
-    api: Any = container.client.api  # type: ignore[union-attr]
-    held = ["sh", "-c", 'read -r _ && exec "$@"', "macvtap-lab-exec", *cmd]
-    exec_id = api.exec_create(container.id, held, stdin=True, stdout=True, stderr=True,
-                              tty=False, environment=env)["Id"]
-    sock: Any = api.exec_start(exec_id, socket=True)
-    raw: socket.socket = getattr(sock, "_sock", sock)
-    raw.settimeout(None)
-    raw.sendall(b"\n")
-    return str(exec_id), raw
-
-
-def _read_exact(sock: socket.socket, size: int) -> bytes:
-    data = b""
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _frames(sock: socket.socket) -> Iterator[tuple[int, bytes]]:
-    """(stream, payload) frames of a tty-less exec (8-byte header: stream, 0, 0, 0, size)."""
-    while True:
-        header = _read_exact(sock, 8)
-        if len(header) < 8:
-            return
-        size = struct.unpack(">I", header[4:])[0]
-        payload = _read_exact(sock, size) if size else b""
-        if len(payload) < size:
-            return
-        yield header[0], payload
-
-
-def exec_output(container: Container, cmd: list[str],
-                env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run a command in a container; (exit code, stdout and stderr). Like
-    docker_api.exec_in, but no output is lost when the engine is behind a tunnel."""
-    log.debug("docker exec %s %s", container.name, " ".join(cmd))
-    with docker_api.translate_errors(f"running a command in container {container.name!r}"):
-        exec_id, sock = _hijack(container, cmd, env=env)
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            output = b"".join(payload for _, payload in _frames(sock))
-        finally:
-            sock.close()
-        code = container.client.api.exec_inspect(exec_id)["ExitCode"]  # type: ignore[union-attr]
-    return int(code if code is not None else -1), output.decode(errors="replace")
+def exec_output(container: Container, cmd: list[str]) -> tuple[int, str]:
+    """docker_api.exec_in for a container object (its client and name)."""
+    return docker_api.exec_in(container.client, str(container.name), cmd)  # type: ignore[arg-type]
 
 
 class _Relay:
@@ -227,8 +175,8 @@ class _Relay:
                 return
             conn.settimeout(None)
             try:
-                container = self.client.containers.get(self.container)
-                _, remote = _hijack(container, ["virt-ssh-helper", "qemu:///system"])
+                _, remote = docker_api.exec_socket(self.client, self.container,
+                                                   ["virt-ssh-helper", "qemu:///system"])
             except (docker.errors.DockerException, requests.exceptions.RequestException,
                     OSError) as exc:
                 log.warning("libvirt relay to %s: docker exec failed: %s", self.container, exc)
@@ -248,7 +196,7 @@ class _Relay:
 
     def _to_local(self, remote: socket.socket, local: socket.socket) -> None:
         with contextlib.suppress(OSError):
-            for stream, payload in _frames(remote):
+            for stream, payload in docker_api.exec_frames(remote):
                 if stream == 1:
                     local.sendall(payload)
                 elif payload:

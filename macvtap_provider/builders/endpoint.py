@@ -1,5 +1,15 @@
-"""Docker endpoints: parse and validate `docker_host` and its ssh/TLS settings, and build
-the ssh command that reaches a remote engine (pure: no I/O)."""
+"""Docker endpoints: parse and validate `docker_host` with its ssh/TLS settings, and build
+the ssh command that reaches a remote engine (pure: no I/O).
+
+The settings ride in the endpoint URL's query, as libvirt's URIs carry theirs, so that the
+one `docker_host` input of every resource says everything about the host:
+
+    ssh://root@10.0.0.5?keyfile=/home/me/.ssh/lab&known_hosts=/home/me/.ssh/lab_known
+    tcp://10.0.0.5:2376?tls_ca=/etc/lab/ca.pem&tls_cert=/etc/lab/cert.pem&tls_key=/etc/lab/key.pem
+
+They name files on the machine that runs Pulumi (never their content: the state keeps
+the URL).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +17,16 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from macvtap_provider.errors import SpecError
 
 SCHEMES = ("unix", "tcp", "ssh")
 #: The engine's socket on a remote host reached over ssh (what `docker -H ssh://` dials).
 REMOTE_DOCKER_SOCKET = "/var/run/docker.sock"
-#: Settings beside `docker_host` (input name -> DockerEndpoint field).
-SETTING_INPUTS = {"ssh_key": "ssh_key", "known_hosts": "known_hosts",
-                  "tls_ca_cert": "tls_ca_cert", "tls_cert": "tls_cert", "tls_key": "tls_key"}
+#: Settings in the URL's query (parameter -> DockerEndpoint field).
+SETTING_INPUTS = {"keyfile": "ssh_key", "known_hosts": "known_hosts",
+                  "tls_ca": "tls_ca_cert", "tls_cert": "tls_cert", "tls_key": "tls_key"}
 
 
 @dataclass(frozen=True)
@@ -86,60 +96,58 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def endpoint_from_props(props: Mapping[str, Any]) -> DockerEndpoint:
-    """The endpoint a resource's props name (`docker_host` and SETTING_INPUTS)."""
-    settings = {field: (str(props[name]) if props.get(name) else None)
-                for name, field in SETTING_INPUTS.items()}
-    url = props.get("docker_host") or None
-    return DockerEndpoint(url=str(url) if url else None, **settings)
+def parse_endpoint(url: str | None) -> DockerEndpoint:
+    """The endpoint a `docker_host` value names (None or "": the local default).
+
+    Raises:
+        SpecError: a query parameter is unknown, repeated or empty.
+    """
+    if not url:
+        return DockerEndpoint()
+    parts = urlsplit(url)
+    settings: dict[str, str] = {}
+    for name, values in parse_qs(parts.query, keep_blank_values=True).items():
+        if name not in SETTING_INPUTS:
+            raise SpecError("docker_host", f"unknown setting {name!r} in {url!r}: use "
+                                           f"{', '.join(SETTING_INPUTS)}")
+        if len(values) != 1 or not values[0].startswith("/"):
+            raise SpecError("docker_host", f"{name} in {url!r} must be one absolute path")
+        settings[SETTING_INPUTS[name]] = values[0]
+    return DockerEndpoint(url=parts._replace(query="").geturl(), **settings)
+
+
+def endpoint_from_props(props: Mapping[str, Any], key: str = "docker_host") -> DockerEndpoint:
+    """The endpoint a resource's props name."""
+    value = props.get(key)
+    return parse_endpoint(str(value) if value else None)
 
 
 def validate_endpoint(endpoint: DockerEndpoint) -> list[SpecError]:
-    """Every problem with an endpoint, as SpecErrors naming the input (empty: fine).
+    """Every problem with an endpoint's settings, as SpecErrors (empty: fine).
 
-    Files (key, known-hosts, TLS) are not looked at here: `check` may run where they are
-    not yet, and the provider reads them when it connects.
+    The URL's own shape is check_docker_host's (builders/validation). Files (key,
+    known-hosts, TLS) are not opened here: `check` may run where they are not yet, and
+    the provider reads them when it connects.
     """
-    if endpoint.url is None:
-        extra = [n for n, f in SETTING_INPUTS.items() if getattr(endpoint, f)]
-        return [SpecError(n, "is set but docker_host is not: set docker_host to the engine "
-                             "it is for (ssh://user@host or tcp://host:2376)") for n in extra]
-    parts = urlsplit(endpoint.url)
-    if parts.scheme not in SCHEMES:
-        return [SpecError("docker_host", f"{endpoint.url!r}: the scheme must be one of "
-                                         f"{', '.join(s + '://' for s in SCHEMES)}")]
+    parts = urlsplit(endpoint.url or "")
     errors: list[SpecError] = []
-    if parts.scheme == "unix":
-        if not parts.path.startswith("/"):
-            errors.append(SpecError("docker_host", f"{endpoint.url!r}: give the socket's "
-                                                   "absolute path, e.g. unix:///var/run/docker.sock"))
-    else:
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if not parts.hostname or port == -1:
-            errors.append(SpecError("docker_host", f"{endpoint.url!r} names no host (or a bad "
-                                                   "port): ssh://user@host[:port] or tcp://host:port"))
     if parts.scheme == "ssh":
         if parts.password is not None:
             errors.append(SpecError("docker_host", "a password in an ssh:// URL would be stored "
-                                                   "in the state: use ssh_key instead"))
-        if parts.path not in ("", "/"):
-            errors.append(SpecError("docker_host", f"{endpoint.url!r}: an ssh:// endpoint has no "
-                                                   "path (the remote engine's socket is dialled)"))
-        errors += [SpecError(n, "applies to tcp:// endpoints only")
-                   for n in ("tls_ca_cert", "tls_cert", "tls_key") if getattr(endpoint, n)]
+                                                   "in the state: use keyfile= instead"))
+        errors += [SpecError("docker_host", f"{n} applies to tcp:// endpoints only")
+                   for n, f in SETTING_INPUTS.items() if n.startswith("tls") and getattr(endpoint, f)]
     elif endpoint.ssh_key or endpoint.known_hosts:
-        errors += [SpecError(n, "applies to ssh:// endpoints only")
-                   for n in ("ssh_key", "known_hosts") if getattr(endpoint, n)]
+        errors += [SpecError("docker_host", f"{n} applies to ssh:// endpoints only")
+                   for n in ("keyfile", "known_hosts") if getattr(endpoint, SETTING_INPUTS[n])]
     if parts.scheme == "tcp" and not errors and not endpoint.is_local:
-        missing = [n for n in ("tls_ca_cert", "tls_cert", "tls_key") if not getattr(endpoint, n)]
+        missing = [n for n, f in SETTING_INPUTS.items()
+                   if n.startswith("tls") and not getattr(endpoint, f)]
         if missing:
             errors.append(SpecError(
                 "docker_host", f"{endpoint.url!r}: a docker engine on TCP without TLS is root for "
-                f"anyone who reaches the port: set {', '.join(missing)} (the engine's CA, a client "
-                "certificate and its key), or use ssh://"))
+                f"anyone who reaches the port: add {', '.join(missing)} (the engine's CA, a client "
+                "certificate and its key) to the URL's query, or use ssh://"))
     return errors
 
 

@@ -14,6 +14,7 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from macvtap_provider.builders.endpoint import parse_endpoint, validate_endpoint
 from macvtap_provider.errors import SpecError
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
@@ -198,11 +199,18 @@ def check_docker_host(value: object, field: str = "docker_host") -> str | None:
         port = parts.port
     except ValueError:
         raise SpecError(field, f"{value!r} has an invalid port: {_DOCKER_HOST_FIX}") from None
-    if not parts.hostname or (parts.path not in ("", "/")) or parts.query:
+    if not parts.hostname or (parts.path not in ("", "/")):
         raise SpecError(field, f"{value!r} does not name a host: {_DOCKER_HOST_FIX}")
     if parts.scheme == "tcp" and port is None:
         raise SpecError(field, f"{value!r} has no port: use tcp://HOST:2376 (TLS) or "
                         "tcp://HOST:2375")
+    # The ssh key, known-hosts file and TLS files ride in the query (builders/endpoint).
+    try:
+        problems = validate_endpoint(parse_endpoint(value))
+    except SpecError as exc:
+        raise SpecError(field, exc.reason) from None
+    if problems:
+        raise SpecError(field, problems[0].reason)
     return value
 
 

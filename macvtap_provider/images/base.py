@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import docker
 import docker.errors
@@ -260,6 +260,61 @@ def remove_tree(path: Path) -> None:
         log.debug("unmounting leftover %s", point)
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
     shutil.rmtree(path, ignore_errors=True)
+
+
+def export_build_container(base_tag: str, script: str, labels: Mapping[str, str],
+                           owner: tuple[str, str], rootfs: Path, what: str) -> None:
+    """Run `script` (sh) in a throw-away container FROM `base_tag`; export its files to
+    `rootfs` (a tar), then remove the container.
+
+    Args:
+        base_tag: the docker image to start from.
+        script: the shell script the container runs; it must exit 0.
+        labels: labels for the container (e.g. the recipe hash).
+        owner: (label, value) marking containers of this build; the caller holds the
+            build's lock, so a container carrying it was left by a killed build and goes.
+        rootfs: where the exported tar goes.
+        what: the artifact, for messages ("guest image", "fixture rhel-like").
+
+    Raises:
+        ImageBuildError: dockerd failed or the script exited non-zero (with its last lines).
+    """
+    tail: deque[str] = deque(maxlen=15)
+    key, value = owner
+    with docker_client() as client:
+        try:
+            for stale in client.containers.list(all=True, filters={"label": [f"{key}={value}"]}):
+                log.info("removing build container %s left by an interrupted build", stale.name)
+                stale.remove(force=True)
+            container = client.containers.create(
+                base_tag, command=["/bin/sh", "-c", script], labels={**labels, key: value})
+        except docker.errors.DockerException as exc:
+            raise ImageBuildError(
+                f"{what}: cannot create the build container from {base_tag} ({exc}): "
+                "check dockerd") from exc
+        try:
+            container.start()
+            for chunk in container.logs(stream=True, follow=True):
+                for line in chunk.decode(errors="replace").splitlines():
+                    log.debug("%s build: %s", what, line)
+                    tail.append(line)
+            status = container.wait().get("StatusCode", -1)
+            if status != 0:
+                output = "\n  ".join(tail)
+                raise ImageBuildError(
+                    f"{what}: the build container's script exited with {status}: check that "
+                    f"the Debian mirror is reachable from containers; output:\n  {output}")
+            with open(rootfs, "wb") as out:
+                # types-docker says str; the SDK yields bytes chunks.
+                for data in cast("Iterator[bytes]", container.export()):
+                    out.write(data)
+        except docker.errors.DockerException as exc:
+            raise ImageBuildError(
+                f"{what}: the build container failed ({exc}): check dockerd and free "
+                f"space under {rootfs.parent}") from exc
+        finally:
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
 
 
 def _remove_stale_work_dirs(directory: Path) -> None:

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, TypeVar
 import pulumi
 from pulumi.dynamic import CheckFailure, CheckResult, DiffResult, ReadResult, ResourceProvider
 
+from macvtap_provider import provider_process
 from macvtap_provider.builders.diff import is_unknown, plan_diff
 from macvtap_provider.builders.validation import check_docker_host
 from macvtap_provider.errors import SpecError, UnsupportedError
@@ -27,10 +28,7 @@ T = TypeVar("T")
 _LOGGING_READY = False
 
 
-def _in_provider_plugin() -> bool:
-    """True in the process `python -m pulumi.dynamic` serves the providers from."""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return getattr(spec, "name", "") == "pulumi.dynamic.__main__"
+_in_provider_plugin = provider_process.in_provider_plugin
 
 
 def setup_provider_logging() -> None:
@@ -216,3 +214,4 @@ class LabProvider(ResourceProvider):
 # Providers are unpickled in the plugin process for every operation (destroy calls no
 # `check`), so their logging is set up as soon as this module loads there.
 setup_provider_logging()
+provider_process.adopt()  # the engine watch and enough threads, under any server

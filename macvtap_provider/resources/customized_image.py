@@ -23,6 +23,7 @@ from macvtap_provider import paths
 from macvtap_provider.adapters import qemu_img
 from macvtap_provider.boot_record import boot_files_beside, read_boot_record
 from macvtap_provider.builders import guest_config
+from macvtap_provider.builders.endpoint import parse_endpoint
 from macvtap_provider.builders.secrets import check_password, customization_digest, new_salt
 from macvtap_provider.builders.validation import (
     check_choice,
@@ -32,6 +33,7 @@ from macvtap_provider.builders.validation import (
 from macvtap_provider.errors import GuestfsError, LabError, SpecError
 from macvtap_provider.resources._base import (
     LabProvider,
+    check_endpoint,
     fill_defaults,
     input_names,
     is_unknown,
@@ -75,6 +77,7 @@ class CustomizedImageSpec:
     authorized_keys: tuple[str, ...] = ()
     network: StaticNetwork | None = None
     base_sha256: str | None = None
+    docker_host: str | None = None
 
     @staticmethod
     def from_props(props: dict[str, Any]) -> CustomizedImageSpec:
@@ -125,6 +128,9 @@ class CustomizedImageArgs:
     authorized_keys: pulumi.Input[list[str]] | None = None
     #: A static eth0 (default: none; the guest is configured at boot or on its console).
     network: pulumi.Input[NetworkArgs] | pulumi.Input[dict[str, Any]] | None = None
+    #: The docker endpoint of the host the disk is for (default: this machine). Off this
+    #: machine the disk is customised here and uploaded there, its base once per host.
+    docker_host: pulumi.Input[str] | None = None
 
 
 def base_link_path(output: Path) -> Path:
@@ -142,7 +148,9 @@ PUBLIC_INPUTS = input_names(CustomizedImageArgs, exclude=("root_password",))
 
 
 def public_fields(props: dict[str, Any]) -> dict[str, Any]:
-    return {k: props.get(k) for k in PUBLIC_INPUTS}
+    # docker_host came later: unset, it stays out, so that older states' digests still match.
+    return {k: props.get(k) for k in PUBLIC_INPUTS
+            if k != "docker_host" or props.get(k) is not None}
 
 
 def sha256_file(path: Path) -> str:
@@ -172,6 +180,19 @@ def _check_output_path(value: object) -> Path:
         raise SpecError("output_path", f"{ancestor} is not a writable directory: pick a "
                         "writable location for the image")
     return out
+
+
+def _check_remote_output_path(value: object) -> str:
+    out = str(value)
+    if not out.startswith("/") or not out.endswith(".qcow2"):
+        raise SpecError("output_path", f"{value!r} must be an absolute path ending in .qcow2")
+    return out
+
+
+def _remote(props: dict[str, Any]) -> bool:
+    """True when the disk is for a docker host off this machine."""
+    value = props.get("docker_host")
+    return bool(value) and not is_unknown(value) and not parse_endpoint(str(value)).is_local
 
 
 def _check_base(props: dict[str, Any]) -> None:
@@ -208,7 +229,11 @@ class CustomizedImageProvider(LabProvider):
         # Only these: the others' absent values take part, as given, in the digest.
         fill_defaults(props, CustomizedImageSpec, only=("mode", "sshd_settings", "hostname"))
         known(props, "mode", lambda v: check_choice(v, "mode", MODES))
-        known(props, "output_path", _check_output_path)
+        check_endpoint(props)
+        if _remote(props):  # the path is on that host: only its form is checked here
+            known(props, "output_path", _check_remote_output_path)
+        else:
+            known(props, "output_path", _check_output_path)
         if not is_unknown(props["base_image"]):
             _check_base(props)
         known(props, "root_password", check_password)
@@ -260,6 +285,47 @@ class CustomizedImageProvider(LabProvider):
     # -- create -----------------------------------------------------------------------------
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = CustomizedImageSpec.from_props(props)
+        if _remote(props):
+            return self._create_remote(spec, props)
+        return CreateResult(str(spec.output_path), self._create_local(spec, props))
+
+    def _create_remote(self, spec: CustomizedImageSpec, props: dict[str, Any]) -> CreateResult:
+        """Customise in a private staging directory here, then upload (adapters/remote_disk)."""
+        import dataclasses
+        import shutil
+        import tempfile
+
+        from macvtap_provider.adapters import remote_disk
+        from macvtap_provider.adapters.remote_host import RemoteHost
+
+        host = RemoteHost(str(spec.docker_host))
+        out = str(spec.output_path)
+        staging_root = paths.cache_dir() / "remote-stage"
+        staging_root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix="disk-", dir=staging_root))
+        try:
+            local_out = staging / spec.output_path.name
+            outs = self._create_local(dataclasses.replace(spec, output_path=local_out), props)
+            overlay = spec.mode == "overlay"
+            base = base_link_path(local_out) if overlay else None
+            # A direct-boot kernel and initrd travel with the disk (qemu runs there).
+            boot = [(local, str(target)) for local, target in zip(
+                boot_files_beside(local_out), boot_files_beside(spec.output_path), strict=True)
+                if local.exists()]
+            remote_disk.place(host, local_out, out, base,
+                              sha256_file(base) if base is not None else None,
+                              str(base_link_path(spec.output_path)) if overlay else None,
+                              beside=boot)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        outs["path"] = out
+        remote_kernel, remote_initrd = (str(p) for p in boot_files_beside(spec.output_path))
+        placed = {target for _, target in boot}
+        outs["kernel_path"] = remote_kernel if remote_kernel in placed else ""
+        outs["initrd_path"] = remote_initrd if remote_initrd in placed else ""
+        return CreateResult(out, outs)
+
+    def _create_local(self, spec: CustomizedImageSpec, props: dict[str, Any]) -> dict[str, Any]:
         out = spec.output_path
         self._claim(out)
         started = time.monotonic()
@@ -278,7 +344,7 @@ class CustomizedImageProvider(LabProvider):
         outs.update(self._describe(out), salt=salt,
                     kernel_cmdline=record.cmdline if record is not None else "",
                     digest=customization_digest(public_fields(props), spec.root_password, salt))
-        return CreateResult(str(out), outs)
+        return outs
 
     @staticmethod
     def _claim(out: Path) -> None:
@@ -308,12 +374,32 @@ class CustomizedImageProvider(LabProvider):
     # -- read / delete --------------------------------------------------------------------
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
         self.refuse_import(props)
+        if _remote(props):
+            from macvtap_provider.adapters.remote_host import RemoteHost
+
+            host = RemoteHost(str(props["docker_host"]))
+            if not host.files.exists(str(props.get("output_path") or id_)):
+                return self.read_missing()
+            return ReadResult(id_, dict(props))
         out = Path(props.get("output_path") or id_)
         if not out.exists():
             return self.read_missing()
         return ReadResult(id_, {**props, **self._describe(out)})
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
+        if _remote(props):
+            from macvtap_provider.adapters import remote_disk
+            from macvtap_provider.adapters.remote_host import RemoteHost
+
+            host = RemoteHost(str(props["docker_host"]))
+            target = str(props.get("output_path") or id_)
+            if host.files.image_in_use(target):
+                raise GuestfsError(f"{target} on {host.label} is still attached to a running "
+                                   "domain: destroy the domain first")
+            log.info("removing image %s on %s", target, host.label)
+            remote_disk.remove(host, target, str(base_link_path(Path(target))),
+                               beside=[str(p) for p in boot_files_beside(Path(target))])
+            return
         out = Path(props.get("output_path") or id_)
         if out.exists() and qemu_img.in_use(out):
             raise GuestfsError(f"{out} is still attached to a running domain: destroy the "
@@ -341,6 +427,7 @@ class CustomizedImage(Resource, module="macvtap", name="CustomizedImage"):
     hostname: pulumi.Output[str]
     authorized_keys: pulumi.Output[list[str] | None]
     network: pulumi.Output[dict[str, Any] | None]
+    docker_host: pulumi.Output[str | None]
     #: The image's path (= output_path; also its Pulumi id).
     path: pulumi.Output[str]
     #: qcow2.

@@ -17,7 +17,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 
 from macvtap_provider import paths
-from macvtap_provider.adapters import docker_api, libvirt_api
+from macvtap_provider.adapters import docker_api
 from macvtap_provider.adapters.docker_api import ContainerInfo
 from macvtap_provider.adapters.lab_host import LabHost, for_endpoint
 from macvtap_provider.builders.security import (
@@ -133,6 +133,7 @@ class LibvirtContainerProvider(LabProvider):
                                 "create it first (LabNetwork) or fix the name")
         host.files.make_dirs(str(socket_dir(spec.work_dir)))  # only once the checks passed
         try:
+            host.ensure_image(image)  # a remote host gets it once, through the docker API
             info, mode = self._start(host, spec, image)
             version = self._wait_ready(host, spec)
             log.info("container %s ready: libvirt %s (%s mode)", spec.name, version, mode)
@@ -195,7 +196,7 @@ class LibvirtContainerProvider(LabProvider):
                         f"({info.status if info else 'removed'}); last log lines:\n"
                         f"{docker_api.container_logs(client, spec.name)}")
             try:
-                return libvirt_api.wait_until_answering(uri, timeout_s=2.0)
+                return host.wait_libvirt(uri, spec.name, timeout_s=2.0)
             except LabTimeoutError:
                 if time.monotonic() > deadline:
                     with host.docker() as client:

@@ -277,7 +277,7 @@ class MacvtapDomainProvider(LabProvider):
                                     "host (is the CustomizedImage created?); boot: disk "
                                     "boots the disk instead")
         accel = Accel.decide(spec, host)
-        with libvirt_api.connection(spec.libvirt_uri, libvirtd_hint(spec.container)) as conn:
+        with host.libvirt(spec.libvirt_uri, spec.container, libvirtd_hint(spec.container)) as conn:
             self._clear_leftover(conn, spec, host)
             link_name = self._make_link(spec, host) if spec.interface_type == "ethernet" else None
             dom = libvirt_api.define(conn, build_xml(spec, accel, link_name), spec.name)
@@ -380,7 +380,7 @@ class MacvtapDomainProvider(LabProvider):
             # The domain lived in that container: it is gone with it.
             yield None
             return
-        with libvirt_api.connection(spec.libvirt_uri, libvirtd_hint(spec.container)) as conn:
+        with host.libvirt(spec.libvirt_uri, spec.container, libvirtd_hint(spec.container)) as conn:
             yield libvirt_api.find_domain(conn, spec.name)
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:

@@ -14,7 +14,7 @@ import docker
 import libvirt
 import pytest
 
-from macvtap_provider.adapters import libvirt_api, netexec, remote
+from macvtap_provider.adapters import kvm, libvirt_api, netexec, remote, remote_kvm
 from macvtap_provider.adapters.docker_api import exec_in
 from macvtap_provider.builders.endpoint import DockerEndpoint
 from macvtap_provider.builders.security import SecurityMode, container_security_kwargs
@@ -145,3 +145,14 @@ def test_a_stopped_sshd_fails_clearly(sim_hosts: SimHosts) -> None:
         host.sshd("start")
     assert f"docker host root@{host.address} is unreachable over ssh" in str(caught.value)
     assert "sshd answers" in str(caught.value)
+
+
+def test_the_kvm_decision_is_made_on_the_remote_host(lab_container: tuple[SimHost, str]) -> None:
+    host, name = lab_container
+    with remote.docker_client(endpoint_of(host)) as client:
+        container = client.containers.get(name)
+        probe = remote_kvm.probe_kvm(container, timeout_s=20)
+        vhost = remote_kvm.vhost_usable(container)
+    # The simulated host shares this machine's kernel, so both probes must agree.
+    assert probe.status is kvm.probe_kvm(timeout=20).status, probe.detail
+    assert vhost is Path("/dev/vhost-net").exists()

@@ -33,17 +33,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import docker
 import docker.errors
 from docker.models.containers import Container
 from docker.types import IPAMConfig, IPAMPool
 
+from macvtap_provider.adapters.docker_api import container_logs, docker_client, exec_in
 from macvtap_provider.builders.security import SecurityMode, container_security_kwargs
 from macvtap_provider.images.base import (
     RECIPE_LABEL,
     build_lock,
-    docker_client,
     ensure_base_image,
     image_exists,
     recipe_hash,
@@ -162,6 +163,12 @@ class SimHost:
     def docker_host(self) -> str:
         return f"ssh://root@{self.address}"
 
+    @property
+    def endpoint(self) -> str:
+        """`docker_host` with the run's key and known-hosts file, as a lab is given it."""
+        return (f"{self.docker_host}?keyfile={quote(str(self.identity.key))}"
+                f"&known_hosts={quote(str(self.identity.known_hosts))}")
+
     def ssh_argv(self, command: str) -> list[str]:
         return ["/usr/bin/ssh", "-F", str(self.identity.config), *SSH_OPTIONS,
                 f"root@{self.address}", command]
@@ -175,15 +182,14 @@ class SimHost:
     def sshd(self, action: str) -> None:
         """`sshd-ctl start|stop` on the host, out of band (through the local engine)."""
         with docker_client() as client:
-            code, out = client.containers.get(self.container_id).exec_run(["sshd-ctl", action])
+            code, out = exec_in(client, self.container_id, ["sshd-ctl", action])
         if code != 0:
-            raise RuntimeError(f"sshd-ctl {action} on {self.name}: {out.decode(errors='replace')}")
+            raise RuntimeError(f"sshd-ctl {action} on {self.name}: {out}")
 
     def exec_out_of_band(self, cmd: Sequence[str]) -> tuple[int, str]:
         """Run a command in the host container through the local engine (harness only)."""
         with docker_client() as client:
-            code, out = client.containers.get(self.container_id).exec_run(list(cmd))
-        return int(code), out.decode(errors="replace")
+            return exec_in(client, self.container_id, list(cmd))
 
     def load_image(self, tag: str) -> float:
         """`docker save TAG | ssh host docker load`; the seconds it took."""
@@ -294,20 +300,19 @@ class SimHosts:
             container.reload()
             if container.status != "running":
                 raise RuntimeError(f"simulated host {container.name} exited: "
-                                   f"{container.logs(tail=20).decode(errors='replace')}")
+                                   f"{container_logs(client, str(container.name))}")
             # `docker info` exits 0 with no daemon; `docker version` does not. sshd started
             # before dockerd, so its host key exists by then.
-            code, _ = container.exec_run(["docker", "version", "-f", "{{.Server.Version}}"])
+            code, _ = exec_in(client, str(container.name), ["docker", "version", "-f", "{{.Server.Version}}"])
             if code == 0:
                 break
             if time.monotonic() > deadline:
-                _, log_text = container.exec_run(["tail", "-n", "20", "/var/log/dockerd.log"])
-                raise RuntimeError(f"dockerd in {container.name} not ready: "
-                                   f"{log_text.decode(errors='replace')}")
+                _, log_text = exec_in(client, str(container.name), ["tail", "-n", "20", "/var/log/dockerd.log"])
+                raise RuntimeError(f"dockerd in {container.name} not ready: {log_text}")
             time.sleep(0.3)
         address = container.attrs["NetworkSettings"]["Networks"][self.network]["IPAddress"]
-        _, hostkey = container.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
-        key_type, key_data = hostkey.decode().split()[:2]
+        _, hostkey = exec_in(client, str(container.name), ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"])
+        key_type, key_data = hostkey.split()[:2]
         with open(self.identity.known_hosts, "a") as known:
             known.write(f"{address} {key_type} {key_data}\n")
         return SimHost(str(container.name), address, self.identity, str(container.id))

@@ -119,7 +119,7 @@ def _fake_tool(directory: Path, name: str, body: str = "exit 0") -> None:
 
 
 def _pulumi_check(monkeypatch: pytest.MonkeyPatch, root: Path) -> CheckResult:
-    monkeypatch.setattr(doctor, "PROJECT_ROOT", root)
+    monkeypatch.setattr(doctor, "checkout_tools", lambda: root / ".tools" / "bin")
     monkeypatch.setenv("PATH", str(root / "empty-path"))
     skip = [name for name in CHECKS if name != "pulumi"]
     (result,) = [r for r in doctor.run_checks(skip) if r.name == "pulumi"]

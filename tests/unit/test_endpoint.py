@@ -12,9 +12,11 @@ from macvtap_provider.builders.endpoint import (
     ssh_tunnel_argv,
     validate_endpoint,
 )
+from macvtap_provider.builders.validation import check_docker_host
+from macvtap_provider.errors import SpecError
 
 pytestmark = pytest.mark.unit
-TLS = {"tls_ca_cert": "/c/ca.pem", "tls_cert": "/c/cert.pem", "tls_key": "/c/key.pem"}
+TLS = "tls_ca=/c/ca.pem&tls_cert=/c/cert.pem&tls_key=/c/key.pem"
 
 
 @pytest.mark.parametrize(("url", "local", "label"), [
@@ -31,33 +33,40 @@ def test_locality_and_label(url: str | None, local: bool, label: str) -> None:
     assert (endpoint.is_local, endpoint.label) == (local, label)
 
 
-@pytest.mark.parametrize(("props", "field", "words"), [
-    ({"docker_host": "http://h"}, "docker_host", "scheme"),
-    ({"docker_host": "unix://relative.sock"}, "docker_host", "absolute path"),
-    ({"docker_host": "ssh://"}, "docker_host", "names no host"),
-    ({"docker_host": "tcp://h:notaport"}, "docker_host", "names no host"),
-    ({"docker_host": "ssh://root:secret@h"}, "docker_host", "use ssh_key"),
-    ({"docker_host": "ssh://root@h/var/run/docker.sock"}, "docker_host", "no path"),
-    ({"docker_host": "ssh://root@h", "tls_cert": "/c"}, "tls_cert", "tcp:// endpoints only"),
-    ({"docker_host": "tcp://h:2376", **TLS, "ssh_key": "/k"}, "ssh_key", "ssh:// endpoints only"),
-    ({"docker_host": "tcp://10.0.0.5:2375"}, "docker_host", "without TLS"),
-    ({"docker_host": "tcp://10.0.0.5:2376", "tls_cert": "/c"}, "docker_host", "tls_ca_cert, tls_key"),
-    ({"known_hosts": "/k"}, "known_hosts", "docker_host is not"),
+@pytest.mark.parametrize(("url", "words"), [
+    ("http://h", "not a docker endpoint"),
+    ("unix://relative.sock", "socket path"),
+    ("ssh://", "does not name a host"),
+    ("tcp://h:notaport", "invalid port"),
+    ("ssh://root:secret@h", "use keyfile="),
+    ("ssh://root@h/var/run/docker.sock", "does not name a host"),
+    ("ssh://root@h?tls_cert=/c", "tcp:// endpoints only"),
+    (f"tcp://h:2376?{TLS}&keyfile=/k", "ssh:// endpoints only"),
+    ("tcp://10.0.0.5:2375", "without TLS"),
+    ("tcp://10.0.0.5:2376?tls_cert=/c", "add tls_ca, tls_key"),
+    ("ssh://root@h?identity=/k", "unknown setting 'identity'"),
+    ("ssh://root@h?keyfile=relative", "one absolute path"),
+    ("ssh://root@h?keyfile=/a&keyfile=/b", "one absolute path"),
 ])
-def test_each_bad_endpoint_is_refused_naming_the_input(props: dict[str, str], field: str,
-                                                        words: str) -> None:
-    errors = validate_endpoint(endpoint_from_props(props))
-    assert [e.field for e in errors] == [field]
-    assert words in errors[0].reason
+def test_each_bad_endpoint_is_refused(url: str, words: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        check_docker_host(url)
+    assert caught.value.field == "docker_host"
+    assert words in caught.value.reason
 
 
-@pytest.mark.parametrize("props", [
-    {}, {"docker_host": "unix:///run/docker.sock"}, {"docker_host": "tcp://127.0.0.1:2375"},
-    {"docker_host": "ssh://root@h:2222", "ssh_key": "/k", "known_hosts": "/kh"},
-    {"docker_host": "tcp://h:2376", **TLS},
+@pytest.mark.parametrize("url", [
+    None, "unix:///run/docker.sock", "tcp://127.0.0.1:2375",
+    "ssh://root@h:2222?keyfile=/k&known_hosts=/kh", f"tcp://h:2376?{TLS}",
 ])
-def test_good_endpoints_pass(props: dict[str, str]) -> None:
-    assert validate_endpoint(endpoint_from_props(props)) == []
+def test_good_endpoints_pass(url: str | None) -> None:
+    assert check_docker_host(url) == url
+
+
+def test_settings_come_from_the_query() -> None:
+    endpoint = endpoint_from_props({"docker_host": "ssh://lab@h:2222?keyfile=/k&known_hosts=/kh"})
+    assert (endpoint.url, endpoint.ssh_key, endpoint.known_hosts) == ("ssh://lab@h:2222", "/k", "/kh")
+    assert validate_endpoint(endpoint) == []
 
 
 def test_the_tunnel_command_checks_the_host_key_and_never_prompts() -> None:
@@ -86,3 +95,16 @@ def test_ip_json_becomes_link_info() -> None:
         "eth0", 2, "02:42:0a:00:00:02", "veth", (("10.0.0.2", 24),))
     assert (tap.kind, tap.addresses) == ("macvtap", ())
     assert parse_links("") == []
+
+
+def test_an_unset_docker_host_leaves_an_image_digest_as_it_was() -> None:
+    from macvtap_provider.builders.secrets import customization_digest
+    from macvtap_provider.resources.customized_image import public_fields
+
+    old = {"output_path": "/w/x.qcow2", "mode": "overlay"}
+    new = {**old, "docker_host": None}
+    assert customization_digest(public_fields(old), "pw", "s") == \
+        customization_digest(public_fields(new), "pw", "s")
+    remote = {**old, "docker_host": "ssh://root@h"}
+    assert customization_digest(public_fields(remote), "pw", "s") != \
+        customization_digest(public_fields(old), "pw", "s")

@@ -3,9 +3,12 @@
 // The upstream language host module is not served by the Go module proxy this
 // project can reach, so this small gRPC server implements the part of the
 // LanguageRuntime contract that `pulumi preview/up/refresh/destroy` use: it runs
-// a Python program through the `pulumi-language-python-exec` executor that sits
-// next to this binary. Plugin discovery is left to the engine (provider plugins
-// are found on PATH or in the plugin cache).
+// a Python program through the `pulumi-language-python-exec` executor (on PATH,
+// else next to this binary). Plugin discovery is left to the engine (provider
+// plugins are found on PATH or in the plugin cache).
+//
+// With MACVTAP_LAB_STOCK=1 it serves the official host's launch contract instead
+// (stock.go), so that tests run programs the way the official CLI does.
 package main
 
 import (
@@ -16,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -34,6 +38,9 @@ import (
 // already shown to the user": the engine should stop without adding noise.
 const exitAfterUserMessage = 32
 
+// executorName is the program executor's file name, as upstream names it.
+const executorName = "pulumi-language-python-exec"
+
 type host struct {
 	pulumirpc.UnimplementedLanguageRuntimeServer
 	engineAddress string
@@ -50,9 +57,22 @@ func main() {
 	fs.String("typechecker", "", "type checker (ignored)")
 	fs.Bool("logtostderr", false, "(ignored)")
 	fs.String("v", "", "(ignored)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	givenExecutor := fs.String("use-executor", "", "the program executor to use (stock mode)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
+	}
+	if *showVersion {
+		fmt.Println(version.Version)
+		return
+	}
+	if os.Getenv(stockEnv) == "1" {
+		if err := serveStock(fs.Arg(0), *givenExecutor); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
 	}
 	h := &host{engineAddress: fs.Arg(0), execPath: findExecutor()}
 	handle, err := rpcutil.ServeWithOptions(rpcutil.ServeOptions{
@@ -88,14 +108,18 @@ func exitWithEngine(engine int) {
 // findExecutor locates the program executor: on PATH first (the project puts
 // .tools/bin there), else beside this binary.
 func findExecutor() string {
-	const name = "pulumi-language-python-exec"
-	if path, err := exec.LookPath(name); err == nil {
+	if path, err := exec.LookPath(executorName); err == nil {
 		return path
 	}
 	if self, err := os.Executable(); err == nil {
-		return filepath.Join(filepath.Dir(self), name)
+		return filepath.Join(filepath.Dir(self), executorName)
 	}
-	return name
+	return executorName
+}
+
+// signalContext is cancelled by an interrupt (the engine's way to stop a host).
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt)
 }
 
 func (h *host) Handshake(_ context.Context, req *pulumirpc.LanguageHandshakeRequest) (*pulumirpc.LanguageHandshakeResponse, error) {

@@ -1,0 +1,97 @@
+"""stacks/hosts on two simulated remote hosts, through the real engine (Automation API):
+up (each guest reached by ssh from a probe on its own host), preview without changes, an
+out-of-band deletion on a remote host seen by refresh and healed by up, a host whose sshd
+stops (refresh fails naming it, the state kept), sshd back (refresh clean), destroy leaving
+nothing on either."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from macvtap_provider.adapters import docker_api
+from macvtap_provider.adapters.remote_disk import base_store
+from macvtap_provider.adapters.remote_host import RemoteHost
+from macvtap_provider.paths import default_guest_image, work_root
+from macvtap_provider.resources.customized_image import sha256_file
+from tests.conftest import ROOT
+from tests.e2e.conftest import make_stack, refused
+from tests.simhost import SimHosts
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+
+def ssh_from_probe(docker_host: str, network: str, image: str, ip: str, password: str) -> str:
+    """`hostname` on the guest, by ssh from a throw-away container on its own host."""
+    with docker_api.docker_client(docker_host) as client:
+        out = client.containers.run(
+            image, ["-e", "ssh", "-o", "StrictHostKeyChecking=no", "-o",
+                    "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", f"root@{ip}",
+                    "hostname"],
+            entrypoint=["sshpass"], environment={"SSHPASS": password}, network=network,
+            remove=True)
+    return bytes(out).decode().strip()
+
+
+def test_two_host_stack(sim_hosts: SimHosts, tmp_path: Path) -> None:
+    stack = f"h{secrets.token_hex(3)}"
+    st = make_stack(tmp_path, ROOT / "stacks" / "hosts", stack)
+    endpoints = [h.endpoint for h in sim_hosts.hosts]
+    st.config("hosts", json.dumps(endpoints))
+    st.config("subnet", "10.213.108.0/24")
+    st.config("memoryMib", "256")
+    remote = [RemoteHost(e) for e in endpoints]
+    labs: list[str] = []
+    try:
+        st.up()
+        out = st.outputs()
+        hosts = out["hosts"]
+        assert isinstance(hosts, list) and len(hosts) == 2
+        passwords = out["root_passwords"]
+        assert isinstance(passwords, list)
+        for i, host in enumerate(hosts):
+            labs.append(host["container_name"].removesuffix("-libvirt"))
+            assert host["mac_matches"] == [True]
+            assert not Path(work_root() / labs[-1]).exists()  # everything is over there
+            name = ssh_from_probe(endpoints[i], host["network_name"],
+                                  str(_image_of(endpoints[i], host["container_name"])),
+                                  host["guest_ips"][0], str(passwords[i]))
+            assert name.startswith(labs[-1]), name
+        st.preview(expect_no_changes=True)
+
+        # Out of band on host 1: its libvirt container (and the guest in it) removed.
+        with remote[1].docker() as client:
+            docker_api.remove_container(client, hosts[1]["container_name"])
+        st.refresh()
+        refused(st, expect_no_changes=True)
+        st.up()
+        assert st.outputs()["hosts"][1]["mac_matches"] == [True]  # type: ignore[index]
+
+        # Host 1's sshd stops: refresh fails naming it, and keeps the state.
+        sim_hosts.hosts[1].sshd("stop")
+        try:
+            text = refused(st, "refresh")
+            assert f"docker host root@{sim_hosts.hosts[1].address} is unreachable over ssh" in text
+            assert len(st.resources()) > 10
+        finally:
+            sim_hosts.hosts[1].sshd("start")
+        st.refresh(expect_no_changes=True)
+    finally:
+        st.destroy()
+        st.remove()
+    for host, lab in zip(remote, labs, strict=True):
+        assert host.container(f"{lab}-libvirt") is None
+        with host.docker() as client:
+            assert not client.networks.list(names=[f"{lab}-net"])
+            assert not client.containers.list(all=True)
+        assert not host.files.exists(str(work_root() / lab))
+        assert not host.files.exists(base_store(sha256_file(default_guest_image())))
+
+
+def _image_of(docker_host: str, container: str) -> str:
+    with docker_api.docker_client(docker_host) as client:
+        return str(client.containers.get(container).attrs["Config"]["Image"])
