@@ -25,9 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import docker.errors
-
-from macvtap_provider.adapters.docker_api import docker_client
 from macvtap_provider.boot_record import INITRD_SUFFIX, KERNEL_SUFFIX, sidecar_path
 from macvtap_provider.errors import GuestfsError, ImageBuildError
 from macvtap_provider.images.base import (
@@ -461,6 +458,10 @@ def _write_sidecar(target: Path, digest: str, kernel: str, work: Path) -> None:
 
 def _install_packages(base_tag: str, digest: str, lock: str, rootfs: Path) -> None:
     """apt-get install the guest packages in a throw-away container; export its files."""
+    import docker.errors
+
+    from macvtap_provider.adapters.docker_api import docker_client
+
     log.info("installing %s in a build container FROM %s", ", ".join(GUEST_PACKAGES), base_tag)
     tail: deque[str] = deque(maxlen=15)
     with docker_client() as client:

@@ -301,3 +301,14 @@ def test_default_image_path_is_keyed_by_the_recipe(tmp_path: Path,
     assert a == tmp_path / "images" / f"debian-guest-{'a' * 12}.qcow2"
     assert a != b
     assert guest_image.boot_files(a) == (a.with_suffix(".vmlinuz"), a.with_suffix(".initrd"))
+
+
+def test_the_default_image_path_loads_no_docker() -> None:
+    # Every preview's CustomizedImage check asks for it: no docker client, no guestfs.
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom macvtap_provider import paths\npaths.default_guest_image()\n"
+            "heavy = [m for m in ('docker', 'guestfs', 'libvirt') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
