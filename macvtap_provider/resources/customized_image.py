@@ -21,7 +21,7 @@ from pulumi.dynamic import CreateResult, ReadResult, Resource
 
 from macvtap_provider import paths
 from macvtap_provider.adapters import qemu_img
-from macvtap_provider.boot_record import boot_files_beside, read_boot_record
+from macvtap_provider.boot_record import boot_files_beside, read_boot_record, sidecar_path
 from macvtap_provider.builders import guest_config
 from macvtap_provider.builders.endpoint import parse_endpoint
 from macvtap_provider.builders.secrets import check_password, customization_digest, new_salt
@@ -203,10 +203,13 @@ def _check_base(props: dict[str, Any]) -> None:
     if not base.is_file():
         raise SpecError("base_image", f"{base} does not exist: build the default guest image "
                         "(macvtap-lab images build) or point base_image at a qcow2 file")
-    try:
-        fmt = qemu_img.info(base).get("format")
-    except LabError as exc:
-        raise SpecError("base_image", f"{base} is not a readable disk image: {exc}") from None
+    if paths.is_default_guest_image(base) and sidecar_path(base).is_file():
+        fmt: str | None = "qcow2"  # built here, complete per its sidecar: no qemu-img
+    else:
+        try:
+            fmt = qemu_img.info(base).get("format")
+        except LabError as exc:
+            raise SpecError("base_image", f"{base} is not a readable disk image: {exc}") from None
     if fmt != "qcow2":
         raise SpecError("base_image", f"{base} is a {fmt} image: convert it to qcow2 "
                         f"(qemu-img convert -O qcow2 {base} {base.with_suffix('.qcow2')})")

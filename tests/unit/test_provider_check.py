@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from macvtap_provider import paths
+from macvtap_provider.adapters import qemu_img
+from macvtap_provider.boot_record import sidecar_path
 from macvtap_provider.builders.diff import UNKNOWN
 from macvtap_provider.builders.domain_xml import KernelBoot
 from macvtap_provider.builders.guest_config import DEFAULT_SSHD_SETTINGS
@@ -543,3 +546,20 @@ def test_check_does_not_mutate_its_input(provider: _base.LabProvider,
     news = copy.deepcopy(props)
     provider.check({}, news)
     assert news == props
+
+
+def test_customized_image_default_base_is_not_probed_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default image was built here and its sidecar says so: no qemu-img per preview.
+    base = paths.default_guest_image()
+    base.parent.mkdir(parents=True)
+    base.write_bytes(b"not even qcow2: never opened")
+    sidecar_path(base).write_text('{"recipe": "r"}')
+
+    def no_probe(_path: Path) -> dict[str, Any]:
+        raise AssertionError("qemu-img info was run")
+
+    monkeypatch.setattr(qemu_img, "info", no_probe)
+    out = accepted(CustomizedImageProvider(), {"output_path": str(tmp_path / "g.qcow2"),
+                                               "root_password": "pw"})
+    assert out["base_image"] == str(base)
