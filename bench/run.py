@@ -4,7 +4,8 @@ Figures (all by default; a subset with `--only lab,noop` or BENCH_ONLY=lab,noop)
 
   lab    1. `pulumi up` of stacks/lab vs the manual script (bench/manual.py), both to ssh
             ready, with their phase timelines, and vs the critical-path floor
-  noop   2. no-op `pulumi preview` / `pulumi up` on the lab vs an empty stack
+  noop   2. no-op `pulumi preview` / `pulumi up` on the lab vs an empty stack, and vs as
+            many trivial Python dynamic resources (the dynamic-provider floor)
   size   3. customising a 10 GiB base vs a 1 GiB base
   scale  4. 4 guests in one stack vs 4 single-guest labs one after another
   rss    5. peak RSS of the provider processes during the lab's `pulumi up`
@@ -14,6 +15,8 @@ Figures (all by default; a subset with `--only lab,noop` or BENCH_ONLY=lab,noop)
             guests on this machine (stacks/multi); the image upload and tunnel apart
   transport 7. the cost of reaching a remote lab host over ssh (two simulated hosts):
             tunnel, API and exec round trips, libvirt relay, image and base uploads
+  boot      9. boot to sshd of the default guest vs a bare boot of its kernel (plain qemu,
+            the lab's machine; BENCH_BOOT_IMAGE=<qcow2> measures another image)
 
 lab, noop and rss share one `pulumi up` of the lab.
 """
@@ -32,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import hosts, manual, noop, scale, size, toolchains, transport
+from bench import boot, hosts, manual, noop, scale, size, toolchains, transport
 from bench.common import (
     BenchError,
     CachedImages,
@@ -47,8 +50,9 @@ from bench.lab import PulumiLab
 from bench.report import Row, table, write
 from bench.timeline import Timeline, render
 
-FIGURES = ("lab", "noop", "size", "scale", "rss", "toolchain", "transport", "hosts")
-TARGETS = {"lab_vs_manual": 0.85, "lab_vs_floor": 1.15, "noop": 1.5, "size": 1.1, "scale": 0.5}
+FIGURES = ("lab", "noop", "size", "scale", "rss", "toolchain", "transport", "hosts", "boot")
+TARGETS = {"lab_vs_manual": 0.85, "lab_vs_floor": 1.15, "noop": 1.5, "noop_floor": 1.2,
+           "size": 1.1, "scale": 0.5, "boot": 1.5}
 
 
 def critical_path_floor(t: Timeline) -> dict[str, Any]:
@@ -118,6 +122,10 @@ def lab_figures(selected: set[str], images: CachedImages, tmp: Path, record: dic
             rows.append(Row("2", f"no-op {name}: lab vs empty stack",
                             f"{fig['lab_s']:.2f} s / {fig['empty_s']:.2f} s", fig["ratio"],
                             TARGETS["noop"]))
+            floor = record["noop"]["floor_stack"]
+            rows.append(Row("2", f"no-op {name}: lab vs {floor['dynamic']} trivial dyn. res.",
+                            f"{fig['lab_s']:.2f} s / {fig['trivial_s']:.2f} s",
+                            fig["ratio_floor"], TARGETS["noop_floor"]))
     if "rss" in selected:
         rss = record["rss"]
         largest = rss.get("largest_process") or {}
@@ -134,6 +142,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                     help="comma-separated subset of " + ",".join(FIGURES) + " (env BENCH_ONLY)")
     ap.add_argument("--noop-reps", type=int, default=int(os.environ.get("BENCH_NOOP_REPS", 5)))
     ap.add_argument("--size-reps", type=int, default=int(os.environ.get("BENCH_SIZE_REPS", 5)))
+    ap.add_argument("--boot-reps", type=int, default=int(os.environ.get("BENCH_BOOT_REPS", 3)))
+    ap.add_argument("--boot-image", default=os.environ.get("BENCH_BOOT_IMAGE", ""),
+                    help="qcow2 for the boot figure (default: the default guest image)")
     args = ap.parse_args(argv)
     chosen = [f.strip() for f in args.only.split(",") if f.strip()] or list(FIGURES)
     unknown = set(chosen) - set(FIGURES)
@@ -172,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             steps.append(("transport", lambda: transport_figure(images, tmp, record, rows)))
         if "hosts" in selected:
             steps.append(("hosts", lambda: hosts_figure(images, tmp, record, rows)))
+        if "boot" in selected:
+            image = Path(args.boot_image) if args.boot_image else images.guest_base
+            steps.append(("boot", lambda: boot_figure(image, record, rows, args.boot_reps)))
         record["loadavg"] = {}
         for name, step in steps:
             before = os.getloadavg()
@@ -273,3 +287,18 @@ def hosts_figure(images: CachedImages, tmp: Path, record: dict[str, Any],
         Row("8", "  apart: ssh tunnel open (per operation)", f"{fig['tunnel_open_s']:.2f} s",
             None, None),
     ]
+
+
+def boot_figure(image: Path, record: dict[str, Any], rows: list[Row], reps: int) -> None:
+    say("boot: the default guest to sshd vs a bare boot of its kernel")
+    fig = boot.measure(image, reps)
+    record["boot"] = fig
+    print("\nFigure 9: guest boot phases, host seconds from qemu's start\n" + boot.render(fig),
+          flush=True)
+    p = fig["phases"]
+    rows.append(Row("9", "boot to sshd: default guest vs bare kernel",
+                    f"{fig['guest_sshd_s']:.1f} s / {fig['bare_userspace_s']:.1f} s",
+                    fig["ratio"], TARGETS["boot"],
+                    f"{fig['boot']} boot; phases: firmware+bootloader "
+                    f"{p.get('firmware_bootloader')}, kernel {p.get('kernel')}, initramfs "
+                    f"{p.get('initramfs')}, systemd to sshd {p.get('systemd_to_sshd')} s"))

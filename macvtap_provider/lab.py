@@ -129,8 +129,8 @@ class Lab(pulumi.ComponentResource):
 
     Every setting is optional; None means the default named in the README's settings
     table (`builders.lab_config.SETTINGS`). Guest settings (`memory_mib`, `vcpus`,
-    `macvtap_mode`, `vhost`, `domain_type`, `interface_type`, `network_method`,
-    `base_image`) are the defaults of the lab's guests.
+    `macvtap_mode`, `vhost`, `domain_type`, `interface_type`, `guest_boot`,
+    `network_method`, `base_image`) are the defaults of the lab's guests.
 
     Raises:
         LabConfigError: An argument is invalid (named, with the fix); nothing is registered.
@@ -166,7 +166,8 @@ class Lab(pulumi.ComponentResource):
                  security_mode: str | None = None, memory_mib: int | None = None,
                  vcpus: int | None = None, macvtap_mode: str | None = None,
                  vhost: str | None = None, domain_type: str | None = None,
-                 interface_type: str | None = None, network_method: str | None = None,
+                 interface_type: str | None = None, guest_boot: str | None = None,
+                 network_method: str | None = None,
                  base_image: str | None = None, root_password: pulumi.Input[str] | None = None,
                  opts: pulumi.ResourceOptions | None = None,
                  config: LabConfig | None = None) -> None:
@@ -177,7 +178,8 @@ class Lab(pulumi.ComponentResource):
                      "docker_host": docker_host, "security_mode": security_mode,
                      "memory_mib": memory_mib, "vcpus": vcpus, "macvtap_mode": macvtap_mode,
                      "vhost": vhost, "domain_type": domain_type,
-                     "interface_type": interface_type, "network_method": network_method,
+                     "interface_type": interface_type, "guest_boot": guest_boot,
+                     "network_method": network_method,
                      "base_image": base_image}
             if isinstance(root_password, str):
                 given["root_password"] = root_password
@@ -307,7 +309,9 @@ class Guest(pulumi.ComponentResource):
             vcpus=vcpus if vcpus is not None else config.vcpus,
             mode=config.macvtap_mode, vhost=config.vhost, domain_type=config.domain_type,
             interface_type=config.interface_type, docker_host=config.docker_host,
-            image_digest=self.image.digest), opts=child)
+            image_digest=self.image.digest, boot=config.guest_boot,
+            kernel=self.image.kernel_path, initrd=self.image.initrd_path,
+            cmdline=self.image.kernel_cmdline), opts=child)
         self.network = GuestNetwork(f"{name}-network", GuestNetworkArgs(
             domain=self.domain.name, libvirt_uri=lab.container.libvirt_uri,
             container=lab.container.name, network=lab.network.name, address=address,

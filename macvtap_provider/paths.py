@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -30,8 +31,19 @@ def work_root() -> Path:
 
 
 def default_guest_image() -> Path:
-    """The locally built Debian guest image used when no base image is configured."""
-    return cache_dir() / "images" / "debian-guest.qcow2"
+    """The locally built Debian guest image used when no base image is configured (its
+    name carries its recipe's hash; it may not be built yet)."""
+    from macvtap_provider.images.guest_image import default_image_path
+
+    return default_image_path()
+
+
+def is_default_guest_image(path: str | Path) -> bool:
+    """Whether `path` names a default guest image in this cache, of any recipe (the name
+    carries the recipe's hash; `debian-guest.qcow2` was the name before it did)."""
+    path = Path(path)
+    return (path.parent == cache_dir() / "images"
+            and re.fullmatch(r"debian-guest(-[0-9a-f]{12})?\.qcow2", path.name) is not None)
 
 
 def prune_empty_dirs(start: Path, levels: int) -> None:

@@ -85,3 +85,35 @@ def sim_hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimHosts]:
 
     with SimHosts(2, tmp_path_factory.mktemp("simhosts")) as hosts:
         yield hosts
+
+
+# ---- time spent booting guests ----------------------------------------------------------------
+# The providers (in this process, isolated children, and the Pulumi engine's provider
+# plugins, which inherit the environment) log each domain start and each guest seen
+# reachable; the summary says how much of the run was guests booting. Set
+# MACVTAP_LAB_BOOT_LOG yourself to keep the log (and sum several runs into it).
+
+def pytest_configure(config: pytest.Config) -> None:
+    from macvtap_provider import boot_log
+
+    if not os.environ.get(boot_log.ENV):
+        log_dir = Path(str(config.rootpath)) / ".pytest_cache"
+        log_dir.mkdir(exist_ok=True)
+        path = log_dir / f"boot-log-{os.getpid()}.jsonl"
+        path.unlink(missing_ok=True)
+        os.environ[boot_log.ENV] = str(path)
+        config.stash[_BOOT_LOG_OWNED] = path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter,
+                            config: pytest.Config) -> None:
+    from macvtap_provider import boot_log
+
+    if os.environ.get(boot_log.ENV):
+        terminalreporter.write_line(boot_log.read(Path(os.environ[boot_log.ENV])).describe())
+    owned = config.stash.get(_BOOT_LOG_OWNED, None)
+    if owned is not None:
+        owned.unlink(missing_ok=True)
+
+
+_BOOT_LOG_OWNED = pytest.StashKey[Path]()

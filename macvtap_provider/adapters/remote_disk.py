@@ -11,6 +11,7 @@ each overlay, as the local layout does; the last overlay to go removes it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from macvtap_provider import paths
@@ -26,9 +27,11 @@ def base_store(sha256: str) -> str:
 
 
 def place(host: RemoteHost, local_out: Path, out: str, base_link: Path | None,
-          base_sha256: str | None, remote_base_link: str | None) -> None:
+          base_sha256: str | None, remote_base_link: str | None,
+          beside: Sequence[tuple[Path, str]] = ()) -> None:
     """Upload a customised disk to `out` on the host; for an overlay (`base_link` set),
-    its base once per host, hard-linked to `remote_base_link` beside it."""
+    its base once per host, hard-linked to `remote_base_link` beside it; `beside`: more
+    (local file, remote path) pairs to upload with it (a direct-boot kernel and initrd)."""
     image = helper_image()
     host.ensure_image(image)
     with host.docker() as client:
@@ -39,6 +42,8 @@ def place(host: RemoteHost, local_out: Path, out: str, base_link: Path | None,
             else:
                 log.info("base %s is already on %s", base_sha256[:12], host.label)
         remote.upload_file(client, image, local_out, out, host.label)
+        for local, target in beside:
+            remote.upload_file(client, image, local, target, host.label)
     if base_link is not None and base_sha256 and remote_base_link:
         code, text = host.files.run([out, base_store(base_sha256)],
                                     'ln -f "$1" "$2" || cp "$1" "$2"',
@@ -47,14 +52,15 @@ def place(host: RemoteHost, local_out: Path, out: str, base_link: Path | None,
             raise DockerError(f"linking the base beside {out} on {host.label}: {text.strip()}")
 
 
-def remove(host: RemoteHost, out: str, base_link: str) -> None:
-    """Remove a disk, its base link and, when no other disk links it, the stored base."""
+def remove(host: RemoteHost, out: str, base_link: str, beside: Sequence[str] = ()) -> None:
+    """Remove a disk, its base link, the files `beside` it and, when no other disk links
+    it, the stored base."""
     script = ('b=$2; s=""; [ -e "$b" ] && s=$(ls "$3"/*.qcow2 2>/dev/null | while read f; do '
               '[ "$f" -ef "$b" ] && echo "$f"; done); rm -f "$1" "$b" "$1.tmp"; '
               'if [ -n "$s" ] && [ "$(stat -c %h "$s")" -le 1 ]; then rm -f "$s"; fi; '
-              'rmdir "$3" 2>/dev/null; true')
+              'rmdir "$3" 2>/dev/null; shift 3; rm -f "$@"; true')
     store_dir = str(PurePosixPath(base_store("x")).parent)
-    code, text = host.files.run([out, store_dir], script, out, base_link, store_dir)
+    code, text = host.files.run([out, store_dir], script, out, base_link, store_dir, *beside)
     if code != 0:
         raise DockerError(f"removing {out} on {host.label}: {text.strip()}")
     host.files.prune_empty_dirs(str(PurePosixPath(out).parent), levels=2)

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from macvtap_provider.builders.secrets import check_password
 from macvtap_provider.builders.validation import (
+    BOOT_MODES,
     DOMAIN_TYPES,
     INTERFACE_TYPES,
     MACVTAP_MODES,
@@ -112,6 +113,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("interfaceType", "interface_type", "string",
             "ethernet (provider-made macvtap, safe with several containers), direct (the "
             "seed's), or auto (= ethernet).", "ethernet", _one_of(INTERFACE_TYPES)),
+    Setting("guestBoot", "guest_boot", "string",
+            "auto (the image's own kernel directly, skipping firmware and bootloader, when "
+            "the image has one: the default Debian guest), kernel, or disk (as a PC boots).",
+            "disk", _one_of(BOOT_MODES)),
     Setting("networkMethod", "network_method", "string",
             "offline (static eth0 written into the image) or console (serial-console login, "
             "as the seed).", "console", _one_of(NETWORK_METHODS)),
@@ -146,6 +151,7 @@ class LabConfig:
     vhost: str | None = None
     domain_type: str | None = None
     interface_type: str | None = None
+    guest_boot: str | None = None
     network_method: str = "offline"
     base_image: str | None = None
 

@@ -25,6 +25,9 @@ MACVTAP_MODES = ("bridge", "vepa", "private", "passthrough")
 VHOST_CHOICES = ("auto", "on", "off")
 DOMAIN_TYPES = ("auto", "kvm", "qemu")
 INTERFACE_TYPES = ("auto", "ethernet", "direct")
+#: How a domain boots: its disk (firmware, then its bootloader), its image's kernel
+#: directly, or auto (the kernel when the image has a boot record).
+BOOT_MODES = ("auto", "disk", "kernel")
 NETWORK_METHODS = ("console", "offline")
 SECURITY_MODES = ("privileged", "capabilities", "auto")
 _IFNAME_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import Any
 
-from macvtap_provider.images.base import ensure_base_image, ensure_rootfs
-from macvtap_provider.images.guest_image import ensure_guest_image
-from macvtap_provider.images.libvirt_image import LIBVIRT_IMAGE_REPO, ensure_libvirt_image
+# Loaded on first use (PEP 562): the providers import images.guest_image for the default
+# image's cache path on every preview, and that must not pull in docker.
+_EXPORTS = {
+    "LIBVIRT_IMAGE_REPO": "macvtap_provider.images.libvirt_image",
+    "ensure_base_image": "macvtap_provider.images.base",
+    "ensure_guest_image": "macvtap_provider.images.guest_image",
+    "ensure_libvirt_image": "macvtap_provider.images.libvirt_image",
+    "ensure_rootfs": "macvtap_provider.images.base",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "LIBVIRT_IMAGE_REPO",
@@ -30,6 +44,9 @@ def ensure_all(force: bool = False) -> dict[str, str]:
     Raises:
         ImageBuildError: a build failed.
     """
+    from macvtap_provider.images.guest_image import ensure_guest_image
+    from macvtap_provider.images.libvirt_image import ensure_libvirt_image
+
     tag = ensure_libvirt_image(force=force)
     guest: Path = ensure_guest_image(force=force)
     return {"libvirt_image": tag, "guest_image": str(guest)}

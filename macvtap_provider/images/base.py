@@ -16,14 +16,16 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import docker
-import docker.errors
-
-from macvtap_provider.adapters.docker_api import docker_client
 from macvtap_provider.errors import ImageBuildError
 from macvtap_provider.paths import cache_dir
+
+if TYPE_CHECKING:
+    import docker
+
+# docker is imported where it is used: recipes and cache paths (the default guest image's
+# name, asked for by every preview) need no docker client.
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +202,8 @@ def build_lock(name: str) -> Iterator[None]:
 
 
 def image_exists(client: docker.DockerClient, tag: str) -> bool:
+    import docker.errors
+
     try:
         client.images.get(tag)
     except docker.errors.ImageNotFound:
@@ -208,6 +212,8 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
 
 
 def image_id(client: docker.DockerClient, tag: str) -> str | None:
+    import docker.errors
+
     try:
         return str(client.images.get(tag).id)
     except docker.errors.ImageNotFound:
@@ -217,6 +223,8 @@ def image_id(client: docker.DockerClient, tag: str) -> str | None:
 def drop_replaced_image(client: docker.DockerClient, old_id: str | None, tag: str) -> None:
     """After a forced rebuild, remove the image `tag` used to name, unless something still
     uses it (a container, or a child image): docker refuses then, and it stays."""
+    import docker.errors
+
     new_id = image_id(client, tag)
     if old_id is None or old_id == new_id:
         return
@@ -279,6 +287,10 @@ def export_build_container(base_tag: str, script: str, labels: Mapping[str, str]
     Raises:
         ImageBuildError: dockerd failed or the script exited non-zero (with its last lines).
     """
+    import docker.errors
+
+    from macvtap_provider.adapters.docker_api import docker_client
+
     tail: deque[str] = deque(maxlen=15)
     key, value = owner
     with docker_client() as client:
@@ -430,6 +442,10 @@ def ensure_base_image(force: bool = False) -> str:
     Raises:
         ImageBuildError: dockerd is unreachable or refused the import.
     """
+    import docker.errors
+
+    from macvtap_provider.adapters.docker_api import docker_client
+
     digest = base_image_digest()
     tag = f"{BASE_IMAGE_REPO}:{digest[:12]}"
     with docker_client() as client:

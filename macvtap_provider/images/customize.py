@@ -20,6 +20,7 @@ from macvtap_provider import paths
 from macvtap_provider.adapters import qemu_img, ssh_keygen
 from macvtap_provider.adapters.isolate import Batcher
 from macvtap_provider.adapters.lab_host import LocalFiles
+from macvtap_provider.boot_record import boot_files_beside, read_boot_record
 from macvtap_provider.builders import guest_config
 from macvtap_provider.builders.secrets import sha512_crypt
 from macvtap_provider.errors import GuestfsError, LabError
@@ -37,17 +38,26 @@ BATCH_WINDOW_S = 0.3
 
 
 def make_disk(spec: CustomizedImageSpec) -> None:
-    """The output disk: a qcow2 overlay on (a link to) the base, or a full copy."""
+    """The output disk: a qcow2 overlay on (a link to) the base, or a full copy; and when
+    the base has a boot record, its kernel and initrd linked beside the disk (where the
+    libvirt container, which mounts only the lab's work directory, can open them)."""
     out = spec.output_path
     tmp_out = out.with_name(out.name + ".tmp")
     tmp_out.unlink(missing_ok=True)
+    files = LocalFiles()
     if spec.mode == "overlay":
         link = base_link_path(out)
-        LocalFiles().link_or_copy(str(spec.base_image), str(link))
+        files.link_or_copy(str(spec.base_image), str(link))
         qemu_img.create_overlay(link, tmp_out)
     else:
         log.info("copying %s (mode copy)", spec.base_image)
         qemu_img.copy(spec.base_image, tmp_out)
+    record = read_boot_record(spec.base_image)
+    if record is not None:
+        kernel, initrd = boot_files_beside(out)
+        files.link_or_copy(str(record.kernel), str(kernel))
+        if record.initrd is not None:
+            files.link_or_copy(str(record.initrd), str(initrd))
     tmp_out.replace(out)
 
 

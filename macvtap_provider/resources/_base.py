@@ -150,6 +150,12 @@ def resource_props(args: object, outputs: Iterable[str], secrets: Iterable[str] 
     return props, opts
 
 
+def _with_added_inputs(props: dict[str, Any], added: Mapping[str, Any]) -> dict[str, Any]:
+    """`props` where an absent added input has the value states made without it had."""
+    missing = {key: value for key, value in added.items() if props.get(key) in (None, "")}
+    return {**props, **missing} if missing else props
+
+
 class LabProvider(ResourceProvider):
     """Base for the lab's providers. Stateless, so Pulumi can pickle it into the state.
 
@@ -161,6 +167,9 @@ class LabProvider(ResourceProvider):
     INPUTS: ClassVar[tuple[str, ...]] = ()
     REPLACE_ON: ClassVar[frozenset[str]] = frozenset()
     KIND: ClassVar[str] = "resource"
+    #: Inputs added after states were made, with the value those states implicitly had:
+    #: diff reads an old state without them as having that value (no spurious replace).
+    ADDED_INPUTS: ClassVar[dict[str, Any]] = {}
 
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
         """Validate inputs (skipping unknown ones) and fill defaults. Raises SpecError."""
@@ -178,6 +187,8 @@ class LabProvider(ResourceProvider):
         return []
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
+        olds, news = _with_added_inputs(olds, self.ADDED_INPUTS), \
+            _with_added_inputs(news, self.ADDED_INPUTS)
         plan = plan_diff(olds, news, inputs=self.INPUTS, replace_on=self.REPLACE_ON)
         replaces = list(plan.replaces) + [p for p in self.drift_replaces(olds)
                                           if p not in plan.replaces]

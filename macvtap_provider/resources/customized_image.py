@@ -21,6 +21,7 @@ from pulumi.dynamic import CreateResult, ReadResult, Resource
 
 from macvtap_provider import paths
 from macvtap_provider.adapters import qemu_img
+from macvtap_provider.boot_record import boot_files_beside, read_boot_record, sidecar_path
 from macvtap_provider.builders import guest_config
 from macvtap_provider.builders.endpoint import parse_endpoint
 from macvtap_provider.builders.secrets import check_password, customization_digest, new_salt
@@ -202,10 +203,13 @@ def _check_base(props: dict[str, Any]) -> None:
     if not base.is_file():
         raise SpecError("base_image", f"{base} does not exist: build the default guest image "
                         "(macvtap-lab images build) or point base_image at a qcow2 file")
-    try:
-        fmt = qemu_img.info(base).get("format")
-    except LabError as exc:
-        raise SpecError("base_image", f"{base} is not a readable disk image: {exc}") from None
+    if paths.is_default_guest_image(base) and sidecar_path(base).is_file():
+        fmt: str | None = "qcow2"  # built here, complete per its sidecar: no qemu-img
+    else:
+        try:
+            fmt = qemu_img.info(base).get("format")
+        except LabError as exc:
+            raise SpecError("base_image", f"{base} is not a readable disk image: {exc}") from None
     if fmt != "qcow2":
         raise SpecError("base_image", f"{base} is a {fmt} image: convert it to qcow2 "
                         f"(qemu-img convert -O qcow2 {base} {base.with_suffix('.qcow2')})")
@@ -261,6 +265,13 @@ class CustomizedImageProvider(LabProvider):
         return props
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
+        old_base, new_base = olds.get("base_image"), news.get("base_image")
+        if (old_base != new_base and isinstance(old_base, str) and isinstance(new_base, str)
+                and paths.is_default_guest_image(old_base)
+                and paths.is_default_guest_image(new_base)):
+            # A new default image (a library upgrade changed its recipe) is for new
+            # guests: an existing one keeps its base, linked beside its overlay.
+            news = {**news, "base_image": old_base}
         result = super().diff(id_, olds, news)
         # The password is not in the state: compare its salted digest instead.
         pw = news.get("root_password")
@@ -300,12 +311,21 @@ class CustomizedImageProvider(LabProvider):
             outs = self._create_local(dataclasses.replace(spec, output_path=local_out), props)
             overlay = spec.mode == "overlay"
             base = base_link_path(local_out) if overlay else None
+            # A direct-boot kernel and initrd travel with the disk (qemu runs there).
+            boot = [(local, str(target)) for local, target in zip(
+                boot_files_beside(local_out), boot_files_beside(spec.output_path), strict=True)
+                if local.exists()]
             remote_disk.place(host, local_out, out, base,
                               sha256_file(base) if base is not None else None,
-                              str(base_link_path(spec.output_path)) if overlay else None)
+                              str(base_link_path(spec.output_path)) if overlay else None,
+                              beside=boot)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         outs["path"] = out
+        remote_kernel, remote_initrd = (str(p) for p in boot_files_beside(spec.output_path))
+        placed = {target for _, target in boot}
+        outs["kernel_path"] = remote_kernel if remote_kernel in placed else ""
+        outs["initrd_path"] = remote_initrd if remote_initrd in placed else ""
         return CreateResult(out, outs)
 
     def _create_local(self, spec: CustomizedImageSpec, props: dict[str, Any]) -> dict[str, Any]:
@@ -323,7 +343,9 @@ class CustomizedImageProvider(LabProvider):
         log.info("image %s customised in %.1fs", out, time.monotonic() - started)
         salt = new_salt()
         outs = {k: v for k, v in props.items() if k != "root_password"}
+        record = read_boot_record(spec.base_image)
         outs.update(self._describe(out), salt=salt,
+                    kernel_cmdline=record.cmdline if record is not None else "",
                     digest=customization_digest(public_fields(props), spec.root_password, salt))
         return outs
 
@@ -345,9 +367,12 @@ class CustomizedImageProvider(LabProvider):
     @staticmethod
     def _describe(out: Path) -> dict[str, Any]:
         info = qemu_img.info(out)
+        kernel, initrd = boot_files_beside(out)
         return {"path": str(out), "format": info.get("format"),
                 "virtual_size": int(info.get("virtual-size") or 0),
-                "backing_file": info.get("backing-filename") or ""}
+                "backing_file": info.get("backing-filename") or "",
+                "kernel_path": str(kernel) if kernel.exists() else "",
+                "initrd_path": str(initrd) if initrd.exists() else ""}
 
     # -- read / delete --------------------------------------------------------------------
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
@@ -375,7 +400,8 @@ class CustomizedImageProvider(LabProvider):
                 raise GuestfsError(f"{target} on {host.label} is still attached to a running "
                                    "domain: destroy the domain first")
             log.info("removing image %s on %s", target, host.label)
-            remote_disk.remove(host, target, str(base_link_path(Path(target))))
+            remote_disk.remove(host, target, str(base_link_path(Path(target))),
+                               beside=[str(p) for p in boot_files_beside(Path(target))])
             return
         out = Path(props.get("output_path") or id_)
         if out.exists() and qemu_img.in_use(out):
@@ -386,7 +412,8 @@ class CustomizedImageProvider(LabProvider):
 
     @staticmethod
     def _remove_files(out: Path) -> None:
-        for path in (out, base_link_path(out), out.with_name(out.name + ".tmp"), marker_path(out)):
+        for path in (out, base_link_path(out), out.with_name(out.name + ".tmp"), marker_path(out),
+                     *boot_files_beside(out)):
             path.unlink(missing_ok=True)
         paths.prune_empty_dirs(out.parent, levels=2)  # images/ and the work dir
 
@@ -417,6 +444,13 @@ class CustomizedImage(Resource, module="macvtap", name="CustomizedImage"):
     digest: pulumi.Output[str]
     #: The digest's salt.
     salt: pulumi.Output[str]
+    #: For direct kernel boot (MacvtapDomain `kernel`): the base's kernel, linked beside
+    #: the disk; "" when the base has no boot record (a cloud image boots its own way).
+    kernel_path: pulumi.Output[str]
+    #: The matching initramfs beside the disk ("" when none).
+    initrd_path: pulumi.Output[str]
+    #: The kernel command line of the base's boot record ("" when none).
+    kernel_cmdline: pulumi.Output[str]
 
     def __init__(self, resource_name: str, args: CustomizedImageArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:

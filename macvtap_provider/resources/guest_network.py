@@ -17,6 +17,7 @@ from typing import Any
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 
+from macvtap_provider import boot_log
 from macvtap_provider.adapters import console, docker_api
 from macvtap_provider.adapters.lab_host import LabHost, for_endpoint
 from macvtap_provider.builders import guest_config
@@ -189,6 +190,7 @@ class GuestNetworkProvider(LabProvider):
         except BaseException:
             self._give_back(spec, host)
             raise
+        boot_log.record(boot_log.REACHABLE, f"{spec.container}/{spec.domain}")
         outs = {k: v for k, v in props.items() if k != "root_password"}
         outs.update(self._outs(spec, moved=True), reachable=True)
         return CreateResult(f"{spec.container}/{spec.address}", outs)

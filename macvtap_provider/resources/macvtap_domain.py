@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource, UpdateResult
 
-from macvtap_provider import faults
+from macvtap_provider import boot_log, faults
 from macvtap_provider.adapters import libvirt_api
 from macvtap_provider.adapters.lab_host import VHOST_NET, LabHost, for_endpoint
 from macvtap_provider.builders import domain_xml, tap
 from macvtap_provider.builders.validation import (
+    BOOT_MODES,
     DOMAIN_TYPES,
     INTERFACE_TYPES,
     MACVTAP_MODES,
@@ -83,6 +84,11 @@ class MacvtapDomainSpec:
     interface_type: str = "auto"
     docker_host: str | None = None
     image_digest: str | None = None
+    #: `check` keeps auto: kernel when `kernel` is given (at create), else disk.
+    boot: str = "auto"
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
 
     @staticmethod
     def from_props(props: dict[str, Any]) -> MacvtapDomainSpec:
@@ -95,6 +101,13 @@ class MacvtapDomainSpec:
     @property
     def nic_mac(self) -> str:
         return self.mac or derive_mac(self.name)
+
+    @property
+    def kernel_boot(self) -> domain_xml.KernelBoot | None:
+        """Direct kernel boot, or None: the firmware boots the disk."""
+        if self.boot == "disk" or not self.kernel:
+            return None
+        return domain_xml.KernelBoot(self.kernel, self.initrd or "", self.cmdline or "")
 
     @property
     def owner(self) -> str:
@@ -137,7 +150,7 @@ def build_xml(spec: MacvtapDomainSpec, accel: Accel, link_name: str | None,
     return domain_xml.build_domain_xml(domain_xml.DomainXmlSpec(
         name=spec.name, memory_mib=spec.memory_mib, vcpus=spec.vcpus, disk_path=spec.disk_path,
         mac=spec.nic_mac, nic=nic, domain_type=accel.domain_type, vhost=accel.vhost,
-        owner=spec.owner, uuid=uuid))
+        owner=spec.owner, uuid=uuid, kernel_boot=spec.kernel_boot))
 
 
 def libvirtd_hint(container: str) -> str:
@@ -187,6 +200,16 @@ class MacvtapDomainArgs:
     docker_host: pulumi.Input[str] | None = None
     #: The image's digest (a CustomizedImage's `digest`): a new image replaces the domain.
     image_digest: pulumi.Input[str] | None = None
+    #: disk (firmware, then the disk's bootloader), kernel (`kernel` and `initrd` loaded
+    #: by qemu, with `cmdline`: no firmware disk boot, no bootloader), or auto (kernel
+    #: when `kernel` is set).
+    boot: pulumi.Input[str] | None = None
+    #: A kernel on the lab host (a CustomizedImage's `kernel_path`; "" or None: none).
+    kernel: pulumi.Input[str] | None = None
+    #: Its initramfs on the lab host (a CustomizedImage's `initrd_path`).
+    initrd: pulumi.Input[str] | None = None
+    #: The kernel command line (a CustomizedImage's `kernel_cmdline`).
+    cmdline: pulumi.Input[str] | None = None
 
 
 class MacvtapDomainProvider(LabProvider):
@@ -194,6 +217,8 @@ class MacvtapDomainProvider(LabProvider):
     UPDATABLE = frozenset({"memory_mib", "vcpus"})
     REPLACE_ON = frozenset(INPUTS) - UPDATABLE
     KIND = "MacvtapDomain"
+    # Domains made before these inputs existed booted their disk: `auto` without a kernel.
+    ADDED_INPUTS = {"boot": "auto"}
 
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
         name = known(props, "name", lambda v: check_name(v, "name"))
@@ -222,6 +247,15 @@ class MacvtapDomainProvider(LabProvider):
         uri = known(props, "libvirt_uri", str)
         if uri is not None and "://" not in uri:
             raise SpecError("libvirt_uri", f"{uri!r} is not a libvirt URI (qemu:///system?socket=...)")
+        known(props, "boot", lambda v: check_choice(v, "boot", BOOT_MODES))
+        for key in ("kernel", "initrd"):
+            path = known(props, key, lambda v: str(v or ""))
+            if path and not Path(path).is_absolute():
+                raise SpecError(key, f"{path!r} is not an absolute path")
+        if props["boot"] == "kernel" and not is_unknown(props.get("kernel")) \
+                and not props.get("kernel"):
+            raise SpecError("kernel", "boot is kernel but no kernel is given: set `kernel` "
+                            "(a CustomizedImage's kernel_path) or use boot auto/disk")
         if props["vhost"] == "on" and props["domain_type"] == "qemu":
             raise SpecError("vhost", "vhost needs a KVM domain: use vhost auto/off with domain_type qemu")
         return props
@@ -236,6 +270,12 @@ class MacvtapDomainProvider(LabProvider):
         if container_status(host, spec.container) != "running":
             raise NotFoundError(f"domain {spec.name!r}: container {spec.container!r} is not "
                                 "running; create the LibvirtContainer first")
+        boot = spec.kernel_boot
+        for path in (boot.kernel, boot.initrd) if boot is not None else ():
+            if path and not host.files.exists(path):
+                raise NotFoundError(f"domain {spec.name!r}: {path} does not exist on the lab "
+                                    "host (is the CustomizedImage created?); boot: disk "
+                                    "boots the disk instead")
         accel = Accel.decide(spec, host)
         with host.libvirt(spec.libvirt_uri, spec.container, libvirtd_hint(spec.container)) as conn:
             self._clear_leftover(conn, spec, host)
@@ -243,9 +283,11 @@ class MacvtapDomainProvider(LabProvider):
             dom = libvirt_api.define(conn, build_xml(spec, accel, link_name), spec.name)
             faults.pause(faults.DOMAIN_DEFINED)
             try:
-                log.info("starting domain %s (%s, %d MiB, %s NIC)", spec.name,
-                         accel.domain_type, spec.memory_mib, spec.interface_type)
+                log.info("starting domain %s (%s, %d MiB, %s NIC, %s boot)", spec.name,
+                         accel.domain_type, spec.memory_mib, spec.interface_type,
+                         "kernel" if boot is not None else "disk")
                 libvirt_api.start(dom)
+                boot_log.record(boot_log.STARTED, spec.owner)
             except BaseException:
                 # Leave nothing half made: no defined-but-dead domain, no orphan link.
                 with contextlib.suppress(Exception):
@@ -327,6 +369,7 @@ class MacvtapDomainProvider(LabProvider):
             "domain_type_used": domain_xml.etree_domain_type(live),
             "vhost_used": domain_xml.uses_vhost(live),
             "memory_mib_live": domain_xml.memory_mib(live),
+            "boot_used": "kernel" if domain_xml.kernel_boot(live) is not None else "disk",
         }
 
     # -- read / update / delete -----------------------------------------------------------
@@ -390,6 +433,7 @@ class MacvtapDomainProvider(LabProvider):
                 libvirt_api.stop(dom)
             if not libvirt_api.is_active(dom):
                 libvirt_api.start(dom)
+                boot_log.record(boot_log.STARTED, spec.owner)
             return UpdateResult(self._outs(news, spec, host, dom, link_name))
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
@@ -426,6 +470,10 @@ class MacvtapDomain(Resource, module="macvtap", name="MacvtapDomain"):
     interface_type: pulumi.Output[str]
     docker_host: pulumi.Output[str | None]
     image_digest: pulumi.Output[str | None]
+    boot: pulumi.Output[str]
+    kernel: pulumi.Output[str | None]
+    initrd: pulumi.Output[str | None]
+    cmdline: pulumi.Output[str | None]
     #: The libvirt domain's UUID (also its Pulumi id).
     uuid: pulumi.Output[str]
     #: The NIC's MAC as libvirt reports it.
@@ -443,6 +491,8 @@ class MacvtapDomain(Resource, module="macvtap", name="MacvtapDomain"):
     vhost_used: pulumi.Output[bool]
     #: The memory the running domain has, in MiB.
     memory_mib_live: pulumi.Output[int]
+    #: kernel (direct kernel boot) or disk, as the domain is defined.
+    boot_used: pulumi.Output[str]
 
     def __init__(self, resource_name: str, args: MacvtapDomainArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:

@@ -299,11 +299,16 @@ class Lab:
         return self.image(out, password, hostname=hostname, nameservers=[self.gateway],
                           network=net)
 
-    def domain(self, container: Made, image_path: str, what: str, **props: Any) -> Made:
+    def domain(self, container: Made, image: Made | str, what: str, **props: Any) -> Made:
+        """A domain on `image`: a CustomizedImage (wired as `Guest` wires it: its kernel,
+        initrd and command line too, so the default guest boots its kernel directly) or
+        a disk path."""
+        boot: dict[str, Any] = {"disk_path": image} if isinstance(image, str) else {
+            "disk_path": image.outs["path"], "kernel": image.outs.get("kernel_path"),
+            "initrd": image.outs.get("initrd_path"), "cmdline": image.outs.get("kernel_cmdline")}
         return self._create("domain", MacvtapDomainProvider(), {
             "name": self.name(what), "libvirt_uri": container.outs["libvirt_uri"],
-            "container": container.outs["name"], "disk_path": image_path, "memory_mib": 512,
-            **props})
+            "container": container.outs["name"], "memory_mib": 512, **boot, **props})
 
     def blank_disk(self, container: Made, what: str, content: bytes | None = None) -> Made:
         """A blank qcow2 in the container's work dir: enough for a domain that need not boot.

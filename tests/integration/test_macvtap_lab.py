@@ -79,7 +79,7 @@ def image(lab: Lab, container: Made) -> Made:
 
 @pytest.fixture(scope="module")
 def domain(lab: Lab, container: Made, image: Made) -> Made:
-    made = lab.domain(container, image.outs["path"], "vm")
+    made = lab.domain(container, image, "vm")
     remember_tap(made, container.outs["pid"])
     return made
 
@@ -138,11 +138,26 @@ def test_domain_nic_is_our_macvtap_with_the_guest_mac(container: Made, domain: M
     assert outs["macvtap_device"] == f"mvt{info.index}"  # the ifindex the provider chose
     assert INDEX_RANGE[0] <= info.index < INDEX_RANGE[1]
     assert is_char_device(tap_node(info.index))
+
     iface = domain_xml(domain).find("devices/interface")
     assert iface is not None and iface.get("type") == "ethernet"
     target = iface.find("target")
     assert target is not None
     assert (target.get("dev"), target.get("managed")) == (outs["macvtap_device"], "no")
+
+
+def test_default_guest_boots_its_kernel_from_the_work_dir(image: Made, domain: Made) -> None:
+    # Direct kernel boot: the files sit beside the disk, in the one directory the
+    # libvirt container mounts (qemu loads them; libvirt still lists a boot device).
+    kernel, initrd = image.outs["kernel_path"], image.outs["initrd_path"]
+    assert Path(kernel).parent == Path(image.outs["path"]).parent == Path(initrd).parent
+    assert Path(kernel).stat().st_size > 1 << 20 and Path(initrd).is_file()
+    assert "quiet" in image.outs["kernel_cmdline"].split()
+    assert domain.outs["boot_used"] == "kernel"
+    os_el = domain_xml(domain).find("os")
+    assert os_el is not None
+    assert (os_el.findtext("kernel"), os_el.findtext("initrd"), os_el.findtext("cmdline")) == (
+        kernel, initrd, image.outs["kernel_cmdline"])
 
 
 def test_domain_read_reports_the_running_domain(domain: Made) -> None:

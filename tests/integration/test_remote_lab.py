@@ -55,11 +55,18 @@ def test_a_lab_on_a_remote_host_goes_over_the_wire_only(sim_hosts: SimHosts) -> 
         assert not Path(disk).exists() and not Path(store).exists()
         assert rhost.files.exists(disk) and rhost.files.exists(store)
         assert imgp.read(img.id, img.outs).id == img.id
+        # The default guest's kernel and initrd went with it (qemu loads them there).
+        kernel, initrd = img.outs["kernel_path"], img.outs["initrd_path"]
+        assert kernel == f"{work}/disk.vmlinuz" and initrd == f"{work}/disk.initrd"
+        assert rhost.files.exists(kernel) and rhost.files.exists(initrd)
+        assert not Path(kernel).exists()
         dom_in = checked(domp, {"name": f"mvtt-rl-vm-{suffix}", "libvirt_uri": con.outs["libvirt_uri"],
                                 "container": con.outs["name"], "disk_path": disk,
-                                "memory_mib": 256, "docker_host": endpoint})
+                                "memory_mib": 256, "docker_host": endpoint, "kernel": kernel,
+                                "initrd": initrd, "cmdline": img.outs["kernel_cmdline"]})
         dom = domp.create(dom_in)
         assert dom.outs["state"] == "running" and dom.outs["mac_matches"] is True
+        assert dom.outs["boot_used"] == "kernel"
         assert dom.outs["domain_type_used"] == "qemu"  # the remote probe: nested KVM hangs
         rhost = RemoteHost(endpoint)
         with rhost.netns(con.outs["name"]) as ns:

@@ -67,10 +67,11 @@ def lab() -> Iterator[Lab]:
 def lab_guests(lab: Lab) -> Guests:
     a_box, b_box = lab.container("lva", host=10), lab.container("lvb", host=11)
     a_img = lab.guest_image(a_box, PASSWORD, "guest-a")  # static eth0 written offline
-    # Guest a boots (one core) while image b is customised (the other core).
-    a_dom = lab.domain(a_box, a_img.outs["path"], "vma")
+    # Guest a boots (one core) while image b is customised (the other core). It boots as
+    # a PC does (firmware, extlinux, Debian's initramfs); b boots its kernel directly.
+    a_dom = lab.domain(a_box, a_img, "vma", boot="disk")
     b_img = lab.guest_image(b_box, PASSWORD, "guest-b", static=False)  # set on the console
-    b_dom = lab.domain(b_box, b_img.outs["path"], "vmb")
+    b_dom = lab.domain(b_box, b_img, "vmb")
     remember_tap(a_dom, a_box.outs["pid"])
     remember_tap(b_dom, b_box.outs["pid"])
     a_net = lab.guest_network(a_box, a_dom, method="offline")
@@ -112,6 +113,8 @@ def test_each_guest_has_its_own_tap_device(guests: list[Guest]) -> None:
         assert g.domain.outs["mac_matches"] is True
         assert is_char_device(tap_node(index))
     assert a.domain.outs["guest_mac"] != b.domain.outs["guest_mac"]
+    # Both ways to boot the default guest reach the network and sshd (tests below).
+    assert (a.domain.outs["boot_used"], b.domain.outs["boot_used"]) == ("disk", "kernel")
     # Neither container sees the other's link (each made its own, in its own netns).
     assert link_in(b.container.outs["pid"], a.domain.outs["macvtap_device"]) is None
     assert link_in(a.container.outs["pid"], b.domain.outs["macvtap_device"]) is None

@@ -15,11 +15,13 @@ from macvtap_provider.builders.domain_xml import (
     DirectNic,
     DomainXmlSpec,
     EthernetNic,
+    KernelBoot,
     build_domain_xml,
     domain_owner,
     etree_domain_type,
     interface_mac,
     interface_target,
+    kernel_boot,
     memory_mib,
     resolve_domain_type,
     resolve_vhost,
@@ -76,6 +78,13 @@ SPECS: dict[str, DomainXmlSpec] = {
         disk_path="/var/lib/macvtap-lab/lab-3/guest-3.qcow2", mac="52:54:00:de:ad:01",
         nic=EthernetNic(target_dev="mvt40001"), domain_type="kvm", vhost=False,
         owner="lab-3/guest-3", uuid=UUID),
+    "domain_kernel_boot.xml": DomainXmlSpec(
+        name="guest-4", memory_mib=512, vcpus=1,
+        disk_path="/var/lib/macvtap-lab/lab-4/images/guest-4.qcow2", mac="52:54:00:de:ad:04",
+        nic=EthernetNic(target_dev="mvt40004"), domain_type="qemu", owner="lab-4/guest-4",
+        kernel_boot=KernelBoot("/var/lib/macvtap-lab/lab-4/images/guest-4.vmlinuz",
+                               "/var/lib/macvtap-lab/lab-4/images/guest-4.initrd",
+                               "root=LABEL=lab-root rw console=ttyS0,115200n8 quiet")),
 }
 
 
@@ -139,6 +148,38 @@ def test_libvirt_refuses_a_multicast_mac() -> None:
 def test_build_is_deterministic() -> None:
     spec = SPECS["domain_ethernet_qemu.xml"]
     assert build_domain_xml(spec) == build_domain_xml(spec)
+
+
+def test_every_domain_gets_host_entropy() -> None:
+    rng = _at(_tree(build_domain_xml(SPECS["domain_ethernet_qemu.xml"])), "devices/rng")
+    assert rng.get("model") == "virtio"
+    backend = _at(rng, "backend")
+    assert (backend.get("model"), backend.text) == ("random", "/dev/urandom")
+
+
+# -- how it boots ---------------------------------------------------------------------------
+def test_disk_boot_by_default() -> None:
+    os_el = _at(_tree(build_domain_xml(SPECS["domain_ethernet_qemu.xml"])), "os")
+    assert _attrs(os_el, "boot") == {"dev": "hd"}
+    assert [el.tag for el in os_el] == ["type", "boot"]
+
+
+def test_kernel_boot_elements() -> None:
+    spec = SPECS["domain_kernel_boot.xml"]
+    xml = build_domain_xml(spec)
+    os_el = _at(_tree(xml), "os")
+    # The firmware does not boot the disk: no <boot dev=...>, the kernel comes from the host.
+    assert [el.tag for el in os_el] == ["type", "kernel", "initrd", "cmdline"]
+    assert kernel_boot(xml) == spec.kernel_boot
+    assert kernel_boot(build_domain_xml(SPECS["domain_kvm_uuid.xml"])) is None
+
+
+def test_kernel_boot_without_initrd_or_cmdline() -> None:
+    boot = KernelBoot("/k/vmlinuz")
+    xml = build_domain_xml(_spec("domain_kernel_boot.xml", kernel_boot=boot))
+    assert [el.tag for el in _at(_tree(xml), "os")] == ["type", "kernel"]
+    assert kernel_boot(xml) == boot
+    validate_xml(xml)
 
 
 # -- the NIC --------------------------------------------------------------------------------

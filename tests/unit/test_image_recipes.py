@@ -220,3 +220,95 @@ def test_extlinux_conf_boots_the_given_kernel_on_the_serial_console() -> None:
     append = next(line for line in lines if line.startswith("APPEND "))
     assert "root=LABEL=lab-root" in append
     assert "console=ttyS0,115200n8" in append and "net.ifnames=0" in append
+
+
+# ---- the fast boot ----------------------------------------------------------------------------
+
+
+def test_kernel_cmdline_is_quiet_and_mounts_the_root_read_write() -> None:
+    words = guest_image.KERNEL_CMDLINE.split()
+    # remount-fs is masked: the root must come up read-write from the kernel's mount.
+    assert "rw" in words and "ro" not in words
+    assert "systemd-remount-fs.service" in guest_image.MASKED_UNITS
+    assert "quiet" in words and "console=ttyS0,115200n8" in words
+
+
+def test_lab_initramfs_is_built_from_busybox_and_the_virtio_modules() -> None:
+    script = guest_image.INSTALL_SCRIPT
+    assert f"> {guest_image.LAB_INITRD}" in script
+    assert "for m in virtio_pci virtio_blk virtio_net virtio_rng;" in script
+    assert "cpio -o -H newc" in script
+    # busybox is a build tool only: purged once the initramfs holds its copy.
+    assert "apt-get purge -y busybox-static" in script
+    assert script.index("apt-get purge") > script.index(guest_image.LAB_INITRD)
+    # /init travels verbatim in a quoted here-document (no shell expansion in the build).
+    assert "<<'LAB_INIT_EOF'\n" + guest_image.LAB_INIT + "LAB_INIT_EOF\n" in script
+
+
+def test_lab_init_honours_the_command_line_and_explains_a_missing_root() -> None:
+    init = guest_image.LAB_INIT
+    assert init.startswith("#!/bin/busybox sh\n")
+    for word in ("root=*)", "rootfstype=*)", "init=*)", "rw)", "ro)"):
+        assert word in init
+    assert "findfs" in init and "switch_root /root" in init
+    assert "boot: disk" in init  # what to do when the disk is not virtio
+
+
+def test_sshd_and_the_console_do_not_wait_for_udev() -> None:
+    files = guest_image.guest_files()
+    ssh = files["/etc/systemd/system/ssh.service.d/macvtap-lab.conf"]
+    assert "DefaultDependencies=no" in ssh and "ExecStartPre=\n" in ssh
+    assert "Conflicts=shutdown.target" in ssh
+    for unit in ("systemd-udev-trigger.service", "systemd-udevd.service",
+                 "systemd-tmpfiles-setup.service", "modprobe@.service"):
+        dropin = files[f"/etc/systemd/system/{unit}.d/macvtap-lab.conf"]
+        assert "After=ssh.service serial-getty@ttyS0.service" in dropin
+    getty = files["/etc/systemd/system/serial-getty@ttyS0.service"]
+    assert "BindsTo" not in getty and "Type=idle" not in getty
+    assert "DefaultDependencies=no" in getty
+    assert "After=local-fs.target\n" in getty  # not after tmpfiles: those wait for it
+    assert "HostKey /etc/ssh/ssh_host_ed25519_key\n" in files[
+        "/etc/ssh/sshd_config.d/macvtap-lab-hostkey.conf"]
+    hostkeys = files[f"/etc/systemd/system/{guest_image.HOSTKEYS_UNIT}"]
+    assert "DefaultDependencies=no" in hostkeys
+    assert "ConditionPathExists=|!/etc/ssh/ssh_host_ed25519_key" in hostkeys
+
+
+def test_ifupdown_pre_settles_only_for_a_missing_interface() -> None:
+    files = guest_image.guest_files()
+    unit = files["/etc/systemd/system/ifupdown-pre.service"]
+    assert "After=systemd-udev-trigger" not in unit
+    script_path = "/usr/local/lib/macvtap-lab/ifupdown-pre"
+    assert f"ExecStart={script_path}" in unit
+    assert script_path in guest_image.EXECUTABLES
+    assert "exec udevadm settle" in files[script_path]
+
+
+def test_masked_units_keep_what_a_lab_uses() -> None:
+    masked = set(guest_image.MASKED_UNITS) | set(guest_image.MASKED_GENERATORS)
+    for needed in ("ssh.service", "networking.service", "systemd-journald.service",
+                   "serial-getty@ttyS0.service", "systemd-getty-generator",
+                   "systemd-fstab-generator", "systemd-udevd.service"):
+        assert needed not in masked
+    recipe = guest_image.guest_recipe("x")
+    assert recipe["masked"] == [*guest_image.MASKED_UNITS, *guest_image.MASKED_GENERATORS]
+
+
+def test_default_image_path_is_keyed_by_the_recipe(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MACVTAP_LAB_CACHE", str(tmp_path))
+    a, b = guest_image.default_image_path("a" * 64), guest_image.default_image_path("b" * 64)
+    assert a == tmp_path / "images" / f"debian-guest-{'a' * 12}.qcow2"
+    assert a != b
+    assert guest_image.boot_files(a) == (a.with_suffix(".vmlinuz"), a.with_suffix(".initrd"))
+
+
+def test_the_default_image_path_loads_no_docker() -> None:
+    # Every preview's CustomizedImage check asks for it: no docker client, no guestfs.
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom macvtap_provider import paths\npaths.default_guest_image()\n"
+            "heavy = [m for m in ('docker', 'guestfs', 'libvirt') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -47,6 +47,7 @@ BAD: list[tuple[str, Any, str]] = [
     ("vhost", "sometimes", "not one of"),
     ("domainType", "xen", "not one of"),
     ("interfaceType", "tap", "not one of"),
+    ("guestBoot", "pxe", "not one of"),
     ("networkMethod", "dhcp", "not one of"),
     ("baseImage", "images/debian.qcow2", "not an absolute path"),
     ("rootPassword", "two\nlines", "newlines"),

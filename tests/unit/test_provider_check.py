@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,11 @@ from typing import Any
 
 import pytest
 
+from macvtap_provider import paths
+from macvtap_provider.adapters import qemu_img
+from macvtap_provider.boot_record import sidecar_path
 from macvtap_provider.builders.diff import UNKNOWN
+from macvtap_provider.builders.domain_xml import KernelBoot
 from macvtap_provider.builders.guest_config import DEFAULT_SSHD_SETTINGS
 from macvtap_provider.builders.validation import derive_mac
 from macvtap_provider.resources import _base
@@ -24,7 +29,7 @@ from macvtap_provider.resources.generated_password import ALPHABET, GeneratedPas
 from macvtap_provider.resources.guest_network import GuestNetworkProvider
 from macvtap_provider.resources.lab_network import LabNetworkProvider
 from macvtap_provider.resources.libvirt_container import LibvirtContainerProvider
-from macvtap_provider.resources.macvtap_domain import MacvtapDomainProvider
+from macvtap_provider.resources.macvtap_domain import MacvtapDomainProvider, MacvtapDomainSpec
 from tests.conftest import ROOT
 from tests.unit._providers import accepted, refused, run_check
 
@@ -172,7 +177,11 @@ def test_customized_image_normalises_everything(image_props: dict[str, Any],
 def test_customized_image_missing_default_base_is_built_later(tmp_path: Path) -> None:
     out = accepted(CustomizedImageProvider(), {"output_path": str(tmp_path / "g.qcow2"),
                                                "root_password": "pw"})
-    assert out["base_image"] == str(tmp_path / "cache" / "images" / "debian-guest.qcow2")
+    # The default image's name carries its recipe's hash: versions coexist in one cache.
+    base = Path(out["base_image"])
+    assert base.parent == tmp_path / "cache" / "images"
+    assert re.fullmatch(r"debian-guest-[0-9a-f]{12}\.qcow2", base.name)
+    assert not base.exists()
 
 
 def test_customized_image_base_does_not_exist(image_props: dict[str, Any],
@@ -347,6 +356,21 @@ def test_macvtap_domain_defaults() -> None:
     assert (out["source_dev"], out["mode"], out["vhost"]) == ("eth0", "bridge", "auto")
     assert out["domain_type"] == "auto"
     assert out["interface_type"] == "ethernet"  # "auto" resolves to the multi-container-safe NIC
+    assert out["boot"] == "auto" and not out.get("kernel")
+
+
+@pytest.mark.parametrize(("boot", "kernel", "expected"), [
+    ("auto", "/w/g.vmlinuz", "kernel"), ("auto", "", "disk"), ("auto", None, "disk"),
+    ("disk", "/w/g.vmlinuz", "disk"), ("kernel", "/w/g.vmlinuz", "kernel"),
+])
+def test_macvtap_domain_boot_resolution(boot: str, kernel: str | None, expected: str) -> None:
+    out = accepted(MacvtapDomainProvider(), {**DOMAIN, "boot": boot, "kernel": kernel,
+                                             "initrd": "/w/g.initrd", "cmdline": "quiet"})
+    spec = MacvtapDomainSpec.from_props(out)
+    if expected == "disk":
+        assert spec.kernel_boot is None
+    else:
+        assert spec.kernel_boot == KernelBoot("/w/g.vmlinuz", "/w/g.initrd", "quiet")
 
 
 @pytest.mark.parametrize(("mac", "normal"), [
@@ -386,6 +410,11 @@ def test_macvtap_domain_explicit_choices_kept() -> None:
     ({"disk_path": "guest.qcow2"}, "disk_path", "not an absolute path"),
     ({"libvirt_uri": "localhost"}, "libvirt_uri", "not a libvirt URI"),
     ({"vhost": "on", "domain_type": "qemu"}, "vhost", "needs a KVM domain"),
+    ({"boot": "pxe"}, "boot", "auto, disk, kernel"),
+    ({"kernel": "vmlinuz"}, "kernel", "not an absolute path"),
+    ({"initrd": "initrd.img"}, "initrd", "not an absolute path"),
+    ({"boot": "kernel"}, "kernel", "no kernel is given"),
+    ({"boot": "kernel", "kernel": ""}, "kernel", "no kernel is given"),
 ])
 def test_macvtap_domain_refusals(change: dict[str, Any], prop: str, words: str) -> None:
     got_prop, reason = refused(MacvtapDomainProvider(), {**DOMAIN, **change})
@@ -401,7 +430,8 @@ def test_macvtap_domain_zero_is_refused(key: str) -> None:
 
 @pytest.mark.parametrize("key", [
     "name", "libvirt_uri", "container", "disk_path", "mac", "memory_mib", "vcpus", "source_dev",
-    "mode", "vhost", "domain_type", "interface_type", "docker_host", "image_digest",
+    "mode", "vhost", "domain_type", "interface_type", "docker_host", "image_digest", "boot",
+    "kernel", "initrd", "cmdline",
 ])
 def test_macvtap_domain_accepts_unknown(key: str) -> None:
     out = accepted(MacvtapDomainProvider(), {**DOMAIN, key: UNKNOWN})
@@ -516,3 +546,20 @@ def test_check_does_not_mutate_its_input(provider: _base.LabProvider,
     news = copy.deepcopy(props)
     provider.check({}, news)
     assert news == props
+
+
+def test_customized_image_default_base_is_not_probed_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default image was built here and its sidecar says so: no qemu-img per preview.
+    base = paths.default_guest_image()
+    base.parent.mkdir(parents=True)
+    base.write_bytes(b"not even qcow2: never opened")
+    sidecar_path(base).write_text('{"recipe": "r"}')
+
+    def no_probe(_path: Path) -> dict[str, Any]:
+        raise AssertionError("qemu-img info was run")
+
+    monkeypatch.setattr(qemu_img, "info", no_probe)
+    out = accepted(CustomizedImageProvider(), {"output_path": str(tmp_path / "g.qcow2"),
+                                               "root_password": "pw"})
+    assert out["base_image"] == str(base)

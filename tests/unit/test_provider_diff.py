@@ -52,6 +52,21 @@ def test_domain_no_change() -> None:
     assert _diff(MacvtapDomainProvider(), DOMAIN_OLDS, dict(DOMAIN))[:2] == (False, [])
 
 
+def test_domain_state_from_before_boot_existed_is_no_change() -> None:
+    # Such a domain boots its disk: `auto` with no kernel, which is what new inputs say
+    # when its image (made before kernel_path existed) has no kernel either.
+    news = {**DOMAIN, "boot": "auto", "kernel": None, "initrd": None, "cmdline": None}
+    assert _diff(MacvtapDomainProvider(), DOMAIN_OLDS, news)[:2] == (False, [])
+
+
+@pytest.mark.parametrize(("key", "value"), [("boot", "disk"), ("kernel", "/srv/lab-1/g.vmlinuz"),
+                                            ("cmdline", "quiet")])
+def test_domain_boot_changes_replace(key: str, value: str) -> None:
+    olds = {**DOMAIN_OLDS, "boot": "auto", "kernel": None}
+    changes, replaces, _ = _diff(MacvtapDomainProvider(), olds, {**DOMAIN, key: value})
+    assert (changes, replaces) == (True, [key])
+
+
 def test_domain_float_noise_is_no_change() -> None:
     news = {**DOMAIN, "memory_mib": 512.0, "vcpus": 1.0, "docker_host": ""}
     assert _diff(MacvtapDomainProvider(), DOMAIN_OLDS, news)[:2] == (False, [])
@@ -155,6 +170,21 @@ def test_image_public_change_replaces(key: str, value: object) -> None:
     changes, replaces, delete_first = _diff(CustomizedImageProvider(), _image_olds(),
                                             {**IMAGE, key: value})
     assert (changes, replaces, delete_first) == (True, [key], True)
+
+
+def test_image_keeps_its_base_when_the_default_image_recipe_changes(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("MACVTAP_LAB_CACHE", str(tmp_path))
+    old_default = str(tmp_path / "images" / "debian-guest.qcow2")
+    new_default = str(tmp_path / "images" / "debian-guest-0123456789ab.qcow2")
+    image = {**IMAGE, "base_image": old_default}
+    olds: dict[str, Any] = {k: v for k, v in image.items() if k != "root_password"}
+    olds.update(salt=SALT, digest=customization_digest(public_fields(image), "pw", SALT))
+    news = {**IMAGE, "base_image": new_default}
+    assert _diff(CustomizedImageProvider(), olds, news)[:2] == (False, [])
+    # Any other base is a new image.
+    other = {**IMAGE, "base_image": str(tmp_path / "images" / "vendor.qcow2")}
+    assert _diff(CustomizedImageProvider(), olds, other)[:2] == (True, ["base_image"])
 
 
 def test_image_without_salt_in_state_compares_inputs_only() -> None:
