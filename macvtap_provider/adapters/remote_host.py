@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from macvtap_provider.adapters import docker_api, libvirt_api, netexec, remote, remote_kvm
 from macvtap_provider.adapters.netlink import LinkInfo
-from macvtap_provider.builders.endpoint import DockerEndpoint, parse_endpoint
+from macvtap_provider.builders.endpoint import DockerEndpoint, parse_endpoint, upload_lock_name
 from macvtap_provider.builders.security import (
     SecurityMode,
     container_security_kwargs,
@@ -145,10 +145,16 @@ class RemoteHost:
             return docker_api.find_container(client, name)
 
     def ensure_image(self, tag: str) -> None:
-        """Upload the local image `tag` unless the host has it (same image ID)."""
+        """Upload the local image `tag` unless the host has it (same image ID).
+
+        One upload per host and image on this machine at a time (a lock named stably, see
+        `upload_lock_name`); whoever gets the lock second finds the image there and skips.
+        Uploaders on other machines are harmless: `docker load` of the same image twice
+        leaves one image with that ID.
+        """
         from macvtap_provider.images.base import build_lock
 
-        with build_lock(f"upload-{abs(hash((self.endpoint.host, tag)))}"), \
+        with build_lock(upload_lock_name(self.endpoint, f"image {tag}")), \
                 docker_api.docker_client() as local, self.docker() as client:
             remote.upload_image(local, client, tag, self.label)
 
