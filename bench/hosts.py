@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, CachedImages, free_subnet, say, token
-from bench.pulumi_cli import Pulumi
+from bench.stacks import BenchStack
 from macvtap_provider.adapters.remote_host import RemoteHost
 from tests.simhost import SimHosts
 
@@ -29,13 +29,13 @@ MEMORY_MIB = 384
 
 def _up(tmp: Path, project_dir: Path, config: dict[str, str]) -> float:
     stack = f"bench-x{token()}"
-    cli = Pulumi.new(tmp / stack, project_dir, stack)
+    cli = BenchStack.new(tmp / stack, project_dir, stack)
     try:
         cli.config("rootPassword", token() + token() + "Bench", secret=True)
         for key, value in config.items():
             cli.config(key, value)
         say(f"pulumi up {stack} ({project_dir.name}, {GUESTS} guests)")
-        took = cli.timed("up", "--yes", "--skip-preview")
+        took = cli.timed("up")
         say(f"{stack}: up in {took:.1f}s")
         return round(took, 2)
     finally:

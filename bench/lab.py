@@ -1,25 +1,24 @@
 """A lab through `pulumi up` (stacks/lab or stacks/multi), timed phase by phase to ssh ready.
 
-Phases come from the engine's event log as it is written: container ready = the
-LibvirtContainer's outputs, image customized = the (last) CustomizedImage's outputs,
-domain started = the MacvtapDomain's outputs, network moved = the GuestNetwork's outputs.
-The login prompt is seen by a passive observer on the guest's serial console (the stack's
-default network method, `offline`, never logs in there). ssh ready = the first successful
-ssh from a probe container after `pulumi up` returned.
+Phases come from the engine's event stream (the Automation API's `on_event`) as it is
+written: container ready = the LibvirtContainer's outputs, image customized = the (last)
+CustomizedImage's outputs, domain started = the MacvtapDomain's outputs, network moved =
+the GuestNetwork's outputs. The login prompt is seen by a passive observer on the guest's
+serial console (the stack's default network method, `offline`, never logs in there). ssh
+ready = the first successful ssh from a probe container after the engine was done.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, CachedImages, say, token, work_dir
+from bench.common import ROOT, BenchError, CachedImages, say, token, work_dir
 from bench.probe import ConsoleWatcher, wait_for_ssh
-from bench.pulumi_cli import EngineEvent, Pulumi, Traced
+from bench.stacks import BenchStack, EngineEvent, Traced
 from bench.timeline import Timeline
 from macvtap_provider.adapters.lab_host import LocalHost
 from macvtap_provider.compose import lab_name
@@ -35,7 +34,7 @@ PROJECTS = {"lab": (ROOT, "macvtap-lab"), "multi": (ROOT / "stacks" / "multi", "
 class PulumiLab:
     """One bench stack of stacks/lab or stacks/multi on its own file backend."""
 
-    cli: Pulumi
+    stack: BenchStack
     name: str
     subnet: str
     password: str
@@ -49,15 +48,15 @@ class PulumiLab:
                env: Mapping[str, str | None] | None = None) -> PulumiLab:
         project_dir, project_name = PROJECTS[project]
         stack = f"{prefix}{token()}"
-        cli = Pulumi.new(tmp / stack, project_dir, stack, env)
+        bench_stack = BenchStack.new(tmp / stack, project_dir, stack, env)
         password = token() + token() + "Bench"
-        cli.config("rootPassword", password, secret=True)
-        cli.config("subnet", subnet)
+        bench_stack.config("rootPassword", password, secret=True)
+        bench_stack.config("subnet", subnet)
         if memory_mib:
-            cli.config("memoryMib", str(memory_mib))
+            bench_stack.config("memoryMib", str(memory_mib))
         if project == "multi":
-            cli.config("guests", str(guests))
-        return cls(cli, lab_name(project_name, stack), subnet, password, guests)
+            bench_stack.config("guests", str(guests))
+        return cls(bench_stack, lab_name(project_name, stack), subnet, password, guests)
 
     @property
     def uri(self) -> str:
@@ -68,12 +67,27 @@ class PulumiLab:
 
     def up_to_ssh(self, images: CachedImages, label: str = "pulumi", *,
                   watch_console: bool = True, sample_rss: bool = True) -> Timeline:
-        """`pulumi up`, then ssh to every guest; returns the phase timeline."""
+        """`pulumi up`, then ssh to every guest; returns the phase timeline.
+
+        ssh starts the moment the engine is done (its summary event): the Automation API's
+        `up` then still reads the outputs and the summary, which is not the lab's time.
+        """
         marks: list[tuple[str, float, bool]] = []  # (phase, monotonic time, keep latest)
         watcher: ConsoleWatcher | None = None
+        guests: list[tuple[str, str]] = []  # (network, address) from GuestNetwork outputs
+        pool = concurrent.futures.ThreadPoolExecutor(max(self.guests, 1))
+        ssh_done: list[concurrent.futures.Future[float]] = []
+
+        def start_ssh() -> None:
+            ssh_done.extend(pool.submit(wait_for_ssh, network, images.libvirt, ip,
+                                        self.password) for network, ip in guests)
 
         def on_event(ev: EngineEvent) -> None:
             nonlocal watcher
+            if ev.kind == "summary" and not ssh_done:
+                start_ssh()
+            if ev.kind == "outputs" and ev.type == "GuestNetwork":
+                guests.append((str(ev.outputs["network"]), str(ev.outputs["guest_ip"])))
             if ev.kind == "outputs" and ev.type in OUTPUT_PHASES:
                 marks.append((OUTPUT_PHASES[ev.type], ev.at, True))
                 if ev.type == "MacvtapDomain" and watch_console and watcher is None:
@@ -86,13 +100,18 @@ class PulumiLab:
             elif ev.kind == "diag" and "answers ping and TCP 22" in ev.message:
                 marks.append(("provider_probe_ok", ev.at, True))
 
-        say(f"pulumi up {self.cli.stack} ({self.guests} guest(s), {self.subnet})")
+        say(f"pulumi up {self.stack.name} ({self.guests} guest(s), {self.subnet})")
         try:
-            self.traced = self.cli.up_traced(self._event_log(), on_event, sample_rss=sample_rss)
+            self.traced = self.stack.up_traced(on_event, sample_rss=sample_rss)
+            if not ssh_done:  # no summary event seen: start now
+                start_ssh()
+            done = [future.result() for future in ssh_done]
         except BaseException:
             if watcher is not None:
                 watcher.stop()
             raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         timeline = Timeline(label, start=self.traced.started)
         for phase, at, last in marks:
             timeline.mark(phase, at, last=last)
@@ -101,12 +120,10 @@ class PulumiLab:
             if ev.kind in ("pre", "outputs") and ev.type:
                 step = timeline.steps.setdefault(f"{ev.type} {ev.name}", [])
                 step.append(round(ev.at - self.traced.started, 2))
-        self.outputs = self.cli.outputs()
-        network = str(self.outputs["network_name"])
+        self.outputs = self.traced.outputs
         ips = [str(ip) for ip in self.outputs.get("guest_ips") or [self.outputs["guest_ip"]]]
-        with concurrent.futures.ThreadPoolExecutor(len(ips)) as pool:
-            done = list(pool.map(lambda ip: wait_for_ssh(network, images.libvirt, ip,
-                                                         self.password), ips))
+        if sorted(ips) != sorted(ip for _net, ip in guests):
+            raise BenchError(f"the engine's events named guests {guests}, its outputs {ips}")
         timeline.mark("ssh_ready", max(done))
         if watcher is not None:
             watcher.join(timeout=5)
@@ -115,16 +132,12 @@ class PulumiLab:
                 timeline.mark("login_prompt", watcher.seen_at)
             else:
                 timeline.notes["login_prompt"] = f"not seen ({watcher.error or 'no prompt'})"
-        say(f"{self.cli.stack}: ssh ready after {timeline.total:.1f}s")
+        say(f"{self.stack.name}: ssh ready after {timeline.total:.1f}s")
         return timeline
 
-    def _event_log(self) -> Path:
-        return Path(self.cli.env["PULUMI_HOME"]).parent / "events.jsonl"
-
     def destroy(self) -> None:
-        say(f"pulumi destroy {self.cli.stack}")
+        say(f"pulumi destroy {self.stack.name}")
         try:
-            self.cli.destroy()
+            self.stack.destroy()
         finally:
-            with contextlib.suppress(Exception):
-                self.cli.remove()
+            self.stack.remove()

@@ -1,4 +1,4 @@
-"""No-op cost: `pulumi preview` and `pulumi up` on the brought-up lab with nothing changed,
+"""No-op cost: `preview` and `up` on the brought-up lab with nothing changed,
 against the same engine on an empty stack (a Python program with no resources, same venv,
 same kind of backend). Repetitions interleaved, medians compared."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, median, say
-from bench.pulumi_cli import Pulumi
+from bench.stacks import BenchStack
 
 EMPTY_PROJECT = f"""\
 name: bench-empty
@@ -21,21 +21,19 @@ runtime:
 EMPTY_PROGRAM = '"""No resources: the baseline cost of the engine and the Python runtime."""\n' \
                 "import pulumi  # noqa: F401\n"
 
-PREVIEW = ("preview", "--expect-no-changes")
-UP = ("up", "--yes", "--skip-preview", "--expect-no-changes")
-
-
-def empty_stack(tmp: Path) -> Pulumi:
+def empty_stack(tmp: Path) -> BenchStack:
     project = tmp / "empty-project"
     project.mkdir(parents=True, exist_ok=True)
     (project / "Pulumi.yaml").write_text(EMPTY_PROJECT)
     (project / "__main__.py").write_text(EMPTY_PROGRAM)
-    cli = Pulumi.new(tmp / "empty-backend", project, "bench-empty")
-    cli.run(*UP[:3])  # the stack resource exists, as in the lab's stack
-    return cli
+    empty = BenchStack.new(tmp / "empty-backend", project, "bench-empty")
+    empty.timed("up")  # the stack resource exists, as in the lab's stack
+    return empty
 
 
-def measure(lab: Pulumi, tmp: Path, reps: int) -> dict[str, Any]:
+def measure(lab: BenchStack, tmp: Path, reps: int) -> dict[str, Any]:
+    """Medians of `preview` and `up` (expecting no changes) on each side, each timed from
+    the call to the engine's last line of output."""
     empty = empty_stack(tmp)
     times: dict[str, list[float]] = {"lab_preview": [], "empty_preview": [], "lab_up": [],
                                      "empty_up": []}
@@ -44,9 +42,10 @@ def measure(lab: Pulumi, tmp: Path, reps: int) -> dict[str, Any]:
         pairs = [(lab, "lab"), (empty, "empty")]
         if rep % 2:
             pairs.reverse()
-        for cmd, name in ((PREVIEW, "preview"), (UP, "up")):
-            for cli, side in pairs:
-                times[f"{side}_{name}"].append(round(cli.timed(*cmd), 3))
+        for name in ("preview", "up"):
+            for stack, side in pairs:
+                times[f"{side}_{name}"].append(round(stack.timed(name, expect_no_changes=True),
+                                                     3))
     result: dict[str, Any] = {"reps": reps, "seconds": times}
     for name in ("preview", "up"):
         lab_s, empty_s = median(times[f"lab_{name}"]), median(times[f"empty_{name}"])

@@ -1,4 +1,4 @@
-"""Peak RSS of the dynamic-provider processes under one `pulumi` process, sampled from /proc.
+"""Peak RSS of the dynamic-provider processes under a `pulumi` process, sampled from /proc.
 
 The engine starts the provider plugin (the SDK's `pulumi.dynamic` server, run through the
 project's `macvtap_provider.plugin` wrapper of it); libguestfs work runs in a spawned
@@ -63,9 +63,13 @@ def _label(pid: int, comm: str) -> str:
 class RssSampler(threading.Thread):
     """Samples every `interval_s` until stopped; `result()` gives the peaks."""
 
-    def __init__(self, root_pid: int, interval_s: float = 0.25) -> None:
+    def __init__(self, root_pid: int, interval_s: float = 0.25,
+                 root_comm: str | None = None) -> None:
+        """Samples the descendants of `root_pid`; with `root_comm`, of those of its
+        children whose command name starts with it (this process's `pulumi` runs)."""
         super().__init__(name="rss-sampler", daemon=True)
         self.root_pid = root_pid
+        self.root_comm = root_comm
         self.interval_s = interval_s
         self._stop_event = threading.Event()
         self.peak_sum_kib = 0
@@ -105,8 +109,17 @@ class RssSampler(threading.Thread):
                 todo.append(child)
         return found
 
-    def sample(self) -> None:
+    def _tree(self) -> dict[int, tuple[int, str]]:
         tree = self._descendants(self.root_pid)
+        if self.root_comm is None:
+            return tree
+        roots = {pid for pid, (ppid, comm) in tree.items()
+                 if ppid == self.root_pid and comm.startswith(self.root_comm)}
+        keep = set().union(*(self._descendants_in(tree, pid) for pid in roots))
+        return {pid: info for pid, info in tree.items() if pid in keep}
+
+    def sample(self) -> None:
+        tree = self._tree()
         providers = [pid for pid in tree if any(m in _cmdline(pid) for m in PROVIDER_MARKERS)]
         counted: set[int] = set()
         for pid in providers:

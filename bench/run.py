@@ -88,7 +88,7 @@ def lab_figures(selected: set[str], images: CachedImages, tmp: Path, record: dic
         record["rss"] = rss
         if "noop" in selected:
             say("no-op preview/up vs an empty stack")
-            record["noop"] = noop.measure(lab.cli, tmp, noop_reps)
+            record["noop"] = noop.measure(lab.stack, tmp, noop_reps)
     finally:
         lab.destroy()
     if "lab" in selected:

@@ -76,7 +76,8 @@ def _str(value: Any) -> str | None:
 
 
 def guests_from_resources(resources: Iterable[Mapping[str, Any]]) -> list[GuestRecord]:
-    """Every guest in a deployment's `resources`, in the order the state lists them."""
+    """Every guest in a deployment's `resources`, by domain name (the state lists them in
+    the order they were created, which parallel creates make vary from run to run)."""
     resources = list(resources)
     containers = {o.get("name"): o for o in map(_outs, _live(resources, "LibvirtContainer"))}
     networks = {(o.get("container"), o.get("domain")): r
@@ -109,7 +110,7 @@ def guests_from_resources(resources: Iterable[Mapping[str, Any]]) -> list[GuestR
             authorized_keys=tuple(_outs(image_res).get("authorized_keys") or ()),
             root_password=password if isinstance(password, str) and password else None,
         ))
-    return guests
+    return sorted(guests, key=lambda g: g.domain)
 
 
 def guest_listing(guests: Iterable[GuestRecord]) -> str:

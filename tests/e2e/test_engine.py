@@ -6,9 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pulumi import automation as auto
 
 from tests.conftest import ROOT, require
-from tests.e2e.conftest import PULUMI, make_cli
+from tests.e2e.conftest import PULUMI, make_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -43,14 +44,15 @@ def test_one_resource_dynamic_program(e2e_tmp: Path) -> None:
     project.mkdir()
     (project / "Pulumi.yaml").write_text("name: echo\nruntime: python\n")
     (project / "__main__.py").write_text(PROGRAM)
-    cli = make_cli(e2e_tmp, project, "dev")
-    preview = cli.run("preview")
+    st = make_stack(e2e_tmp, project, "dev")
+    preview = st.preview()
     assert "+ 2 to create" in preview.stdout
-    cli.run("up", "--yes", "--skip-preview")
-    assert cli.outputs()["length"] == 5
-    cli.run("config", "set", "text", "hello world")
-    assert "~ 1 to update" in cli.run("preview").stdout
-    cli.run("destroy", "--yes", "--skip-preview")
+    assert preview.change_summary == {"create": 2}
+    st.up()
+    assert st.outputs()["length"] == 5
+    st.config("text", "hello world")
+    assert "~ 1 to update" in st.preview().stdout
+    st.destroy()
 
 
 def test_program_error_is_reported(e2e_tmp: Path) -> None:
@@ -58,10 +60,10 @@ def test_program_error_is_reported(e2e_tmp: Path) -> None:
     project.mkdir()
     (project / "Pulumi.yaml").write_text("name: broken\nruntime: python\n")
     (project / "__main__.py").write_text("raise RuntimeError('boom from the program')\n")
-    cli = make_cli(e2e_tmp, project, "dev")
-    proc = cli.run("preview", check=False)
-    assert proc.returncode != 0
-    assert "boom from the program" in proc.stdout + proc.stderr
+    st = make_stack(e2e_tmp, project, "dev")
+    with pytest.raises(auto.CommandError) as failed:
+        st.preview()
+    assert "boom from the program" in str(failed.value)
 
 
 CONTRACT = '''
@@ -107,18 +109,20 @@ def test_stock_launch_contract(e2e_tmp: Path) -> None:
     (app / "__main__.py").write_text(f"OURS_ONLY = {OURS_ONLY!r}\n{CONTRACT}")
     (project / "venv").symlink_to(ROOT / ".venv")
     (app / "venv").symlink_to(ROOT / ".venv")
-    cli = make_cli(e2e_tmp, project, "dev", toolchain="stock")
-    cli.run("up", "--yes", "--skip-preview")
-    out = cli.outputs()
+    # The launch contract is what the official CLI does when a user types `pulumi up`:
+    # typed, not through the Automation API (which adds variables of its own).
+    st = make_stack(e2e_tmp, project, "dev", toolchain="stock")
+    st.typed("up", "--yes", "--skip-preview")
+    out = st.outputs()
     assert out["program"] == {"cwd": str(app), "python": str(project / "venv" / "bin" / "python"),
                               "virtual_env": str(project / "venv"), "env": []}
     # The parent is the shell running the plugin script (its comm: the script's name).
     assert out["provider"] == {"cwd": str(app), "python": str(app / "venv" / "bin" / "python"),
                                "parent": "pulumi-resource"}
-    cli.run("destroy", "--yes", "--skip-preview")
+    st.typed("destroy", "--yes", "--skip-preview")
 
     (app / "venv").unlink()
-    proc = cli.run("up", "--yes", "--skip-preview", check=False)
+    proc = st.typed("up", "--yes", "--skip-preview", check=False)
     assert proc.returncode != 0
     assert (f"The 'virtualenv' option in Pulumi.yaml is set to \"{app / 'venv'}\", but "
             f"\"{app / 'venv'}\" doesn't exist") in proc.stdout + proc.stderr

@@ -1,7 +1,8 @@
-"""stacks/hosts on two simulated remote hosts, through the real CLI: up (each guest reached
-by ssh from a probe on its own host), preview without changes, an out-of-band deletion on a
-remote host seen by refresh and healed by up, a host whose sshd stops (refresh fails
-naming it, the state kept), sshd back (refresh clean), destroy leaving nothing on either."""
+"""stacks/hosts on two simulated remote hosts, through the real engine (Automation API):
+up (each guest reached by ssh from a probe on its own host), preview without changes, an
+out-of-band deletion on a remote host seen by refresh and healed by up, a host whose sshd
+stops (refresh fails naming it, the state kept), sshd back (refresh clean), destroy leaving
+nothing on either."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from macvtap_provider.adapters.remote_host import RemoteHost
 from macvtap_provider.paths import default_guest_image, work_root
 from macvtap_provider.resources.customized_image import sha256_file
 from tests.conftest import ROOT
-from tests.e2e.conftest import make_cli
+from tests.e2e.conftest import make_stack, refused
 from tests.simhost import SimHosts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -38,16 +39,16 @@ def ssh_from_probe(docker_host: str, network: str, image: str, ip: str, password
 
 def test_two_host_stack(sim_hosts: SimHosts, tmp_path: Path) -> None:
     stack = f"h{secrets.token_hex(3)}"
-    cli = make_cli(tmp_path, ROOT / "stacks" / "hosts", stack)
+    st = make_stack(tmp_path, ROOT / "stacks" / "hosts", stack)
     endpoints = [h.endpoint for h in sim_hosts.hosts]
-    cli.run("config", "set", "hosts", json.dumps(endpoints))
-    cli.run("config", "set", "subnet", "10.213.108.0/24")
-    cli.run("config", "set", "memoryMib", "256")
+    st.config("hosts", json.dumps(endpoints))
+    st.config("subnet", "10.213.108.0/24")
+    st.config("memoryMib", "256")
     remote = [RemoteHost(e) for e in endpoints]
     labs: list[str] = []
     try:
-        cli.run("up", "--yes", "--skip-preview")
-        out = cli.outputs(show_secrets=True)
+        st.up()
+        out = st.outputs()
         hosts = out["hosts"]
         assert isinstance(hosts, list) and len(hosts) == 2
         passwords = out["root_passwords"]
@@ -60,31 +61,28 @@ def test_two_host_stack(sim_hosts: SimHosts, tmp_path: Path) -> None:
                                   str(_image_of(endpoints[i], host["container_name"])),
                                   host["guest_ips"][0], str(passwords[i]))
             assert name.startswith(labs[-1]), name
-        cli.run("preview", "--expect-no-changes")
+        st.preview(expect_no_changes=True)
 
         # Out of band on host 1: its libvirt container (and the guest in it) removed.
         with remote[1].docker() as client:
             docker_api.remove_container(client, hosts[1]["container_name"])
-        cli.run("refresh", "--yes", "--skip-preview")
-        assert cli.run("preview", "--expect-no-changes", check=False).returncode != 0
-        cli.run("up", "--yes", "--skip-preview")
-        assert cli.outputs()["hosts"][1]["mac_matches"] == [True]  # type: ignore[index]
+        st.refresh()
+        refused(st, expect_no_changes=True)
+        st.up()
+        assert st.outputs()["hosts"][1]["mac_matches"] == [True]  # type: ignore[index]
 
         # Host 1's sshd stops: refresh fails naming it, and keeps the state.
         sim_hosts.hosts[1].sshd("stop")
         try:
-            failed = cli.run("refresh", "--yes", "--skip-preview", check=False)
-            assert failed.returncode != 0
-            text = failed.stdout + failed.stderr
+            text = refused(st, "refresh")
             assert f"docker host root@{sim_hosts.hosts[1].address} is unreachable over ssh" in text
-            kept = json.loads(cli.run("stack", "export").stdout)
-            assert len(kept["deployment"]["resources"]) > 10
+            assert len(st.resources()) > 10
         finally:
             sim_hosts.hosts[1].sshd("start")
-        cli.run("refresh", "--yes", "--skip-preview", "--expect-no-changes")
+        st.refresh(expect_no_changes=True)
     finally:
-        cli.run("destroy", "--yes", "--skip-preview")
-        cli.run("stack", "rm", "--yes", "--force")
+        st.destroy()
+        st.remove()
     for host, lab in zip(remote, labs, strict=True):
         assert host.container(f"{lab}-libvirt") is None
         with host.docker() as client:

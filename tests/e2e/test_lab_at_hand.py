@@ -21,7 +21,7 @@ import pytest
 from macvtap_provider.compose import lab_name
 from macvtap_provider.operate import PROBE_LABEL
 from tests.conftest import ROOT
-from tests.e2e.conftest import MVT, Cli, lab_cmd, make_cli
+from tests.e2e.conftest import MVT, E2EStack, lab_cmd, make_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker, pytest.mark.libvirt,
               pytest.mark.guestfs]
@@ -33,15 +33,15 @@ GUEST_PROMPT = re.compile(r"root@\S+:~# ")
 
 
 @pytest.fixture
-def shell_for() -> Iterator[Callable[[Cli], pexpect.spawn]]:
+def shell_for() -> Iterator[Callable[[E2EStack], pexpect.spawn]]:
     """A bash on a pseudo-terminal with the stack's environment, where the test types as
     a user would."""
     shells: list[pexpect.spawn] = []
 
-    def spawn(cli: Cli) -> pexpect.spawn:
+    def spawn(st: E2EStack) -> pexpect.spawn:
         sh = pexpect.spawn("bash", ["--norc", "--noprofile"], cwd=str(ROOT), encoding="utf-8",
                            timeout=60, dimensions=(50, 160),
-                           env={**cli.env, "PS1": SHELL_PROMPT, "PATH": f"{MVT_DIR}:{PATH}"})
+                           env={**st.env, "PS1": SHELL_PROMPT, "PATH": f"{MVT_DIR}:{PATH}"})
         sh.expect_exact(SHELL_PROMPT)
         shells.append(sh)
         return sh
@@ -73,10 +73,10 @@ def leave_console(sh: pexpect.spawn) -> None:
     sh.expect_exact(SHELL_PROMPT)
 
 
-def status_until(cli: Cli, stack: str, rc: int, attempts: int = 4) -> str:
+def status_until(st: E2EStack, stack: str, rc: int, attempts: int = 4) -> str:
     """`macvtap-lab status`; retried a little while ARP and sshd settle."""
     for _ in range(attempts):
-        proc = lab_cmd(cli, "status", "--stack", stack)
+        proc = lab_cmd(st, "status", "--stack", stack)
         if proc.returncode == rc:
             return proc.stdout
         time.sleep(3)
@@ -120,32 +120,32 @@ def probes_of(container: str) -> list[str]:
 
 
 def test_status_ssh_console(e2e_tmp: Path,
-                            shell_for: Callable[[Cli], pexpect.spawn]) -> None:
+                            shell_for: Callable[[E2EStack], pexpect.spawn]) -> None:
     stack = f"h{secrets.token_hex(3)}"
     lab = lab_name("macvtap-lab", stack)
-    cli = make_cli(e2e_tmp, ROOT, stack)
+    st = make_stack(e2e_tmp, ROOT, stack)
     password = secrets.token_urlsafe(12)
     third = 200 + secrets.randbelow(50)
     try:
-        cli.set_secret("rootPassword", password)
-        cli.run("config", "set", "subnet", f"10.213.{third}.0/24")
-        cli.run("up", "--yes", "--skip-preview")
-        out = cli.outputs()
-        shell = shell_for(cli)
+        st.set_secret("rootPassword", password)
+        st.config("subnet", f"10.213.{third}.0/24")
+        st.up()
+        out = st.outputs()
+        shell = shell_for(st)
         ip, container = str(out["guest_ip"]), str(out["container_name"])
 
         # 1. status right after up: one table, nothing drifted.
-        text = status_until(cli, stack, 0)
+        text = status_until(st, stack, 0)
         assert f"guest {lab}-guest  (stack {stack}" in text
         assert re.search(rf"guest IP +{re.escape(ip)} +answers \(.*the guest\) +ok", text), text
         assert re.search(r"TCP 22 +open +open +ok", text), text
         assert "no drift" in text
 
         # 2. ssh -- ip -br addr prints the address; the remote exit status comes back.
-        proc = lab_cmd(cli, "ssh", "--stack", stack, "--", "ip", "-br", "addr")
+        proc = lab_cmd(st, "ssh", "--stack", stack, "--", "ip", "-br", "addr")
         assert proc.returncode == 0, proc.stderr
         assert re.search(rf"^eth0 +UP +{re.escape(ip)}/24", proc.stdout, re.M), proc.stdout
-        assert lab_cmd(cli, "ssh", "--stack", stack, "--", "exit 3").returncode == 3
+        assert lab_cmd(st, "ssh", "--stack", stack, "--", "exit 3").returncode == 3
         # ... an interactive login in the shell, whose exit status the shell sees.
         shell.sendline(f"macvtap-lab ssh --stack {stack}")
         shell.expect(GUEST_PROMPT)
@@ -156,7 +156,7 @@ def test_status_ssh_console(e2e_tmp: Path,
         shell.expect_exact(SHELL_PROMPT)
         # ... and while a session runs, the password is nowhere to be seen.
         session = pexpect.spawn(MVT, ["-v", "ssh", "--stack", stack, "--", "sleep 15; echo done"],
-                                cwd=str(ROOT), env=cli.env, encoding="utf-8", timeout=60)
+                                cwd=str(ROOT), env=st.env, encoding="utf-8", timeout=60)
         deadline = time.monotonic() + 40
         while not probes_of(container) and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -180,7 +180,7 @@ def test_status_ssh_console(e2e_tmp: Path,
         leave_console(shell)
 
         # 4. status sees a guest that does not answer, and says to repair it on the console.
-        text = status_until(cli, stack, 1)
+        text = status_until(st, stack, 1)
         assert re.search(r"guest IP +\S+ +no answer +DRIFT", text), text
         assert re.search(r"TCP 22 +open +closed +DRIFT", text), text
         assert f"heal:  macvtap-lab console --stack {stack} --guest {lab}-guest" in text
@@ -190,21 +190,21 @@ def test_status_ssh_console(e2e_tmp: Path,
         shell.sendline(f"ip link set eth0 up && ip route replace default via 10.213.{third}.1")
         shell.expect(GUEST_PROMPT)
         leave_console(shell)
-        assert "no drift" in status_until(cli, stack, 0)
+        assert "no drift" in status_until(st, stack, 0)
 
         # 5. The address put back on the container out of band: drift, healed by the
         #    command status prints, clean afterwards.
         subprocess.run(["docker", "exec", container, "ip", "addr", "add", f"{ip}/24", "dev",
                         "eth0"], check=True)
-        text = status_until(cli, stack, 1)
+        text = status_until(st, stack, 1)
         assert re.search(r"address on container +no +yes +DRIFT", text), text
         heal = re.search(r"heal:  (.*pulumi up --refresh --yes --stack \S+)$", text, re.M)
         assert heal, text
         assert heal.group(1) == f".tools/bin/pulumi up --refresh --yes --stack {stack}"
-        proc = subprocess.run(shlex.split(heal.group(1)), cwd=ROOT, env=cli.env,
+        proc = subprocess.run(shlex.split(heal.group(1)), cwd=ROOT, env=st.env,
                               capture_output=True, text=True, timeout=900, check=False)
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-        text = status_until(cli, stack, 0)
+        text = status_until(st, stack, 0)
         assert re.search(r"address on container +no +no +ok", text), text
 
         # 6. A domain that is not running: console refuses, naming the stack and the fix.
@@ -213,13 +213,13 @@ def test_status_ssh_console(e2e_tmp: Path,
             conn.lookupByName(str(out["domain_name"])).destroy()
         finally:
             conn.close()
-        proc = lab_cmd(cli, "console", "--stack", stack)
+        proc = lab_cmd(st, "console", "--stack", stack)
         assert proc.returncode != 0
         assert f"guest '{lab}-guest' of stack '{stack}' is not running (domain state: " \
                "shutoff)" in proc.stderr, proc.stderr
         assert f"pulumi up --refresh --yes --stack {stack}" in proc.stderr
-        assert re.search(r"domain state +running +shutoff +DRIFT", status_until(cli, stack, 1))
+        assert re.search(r"domain state +running +shutoff +DRIFT", status_until(st, stack, 1))
     finally:
-        cli.run("destroy", "--yes", "--skip-preview")
-        cli.run("stack", "rm", "--yes", "--force")
+        st.destroy()
+        st.remove()
     assert probes_of(f"{lab}-libvirt") == []

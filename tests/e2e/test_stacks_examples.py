@@ -1,4 +1,4 @@
-"""The multi-guest stack and the examples, through the real CLI."""
+"""The multi-guest stack and the examples, through the real engine (Automation API)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from macvtap_provider import paths
 from macvtap_provider.compose import lab_name
 from tests.conftest import ROOT
 from tests.e2e import lab_probe
-from tests.e2e.conftest import FORK_NOISE, TOOLCHAINS, lab_cmd, make_cli
+from tests.e2e.conftest import FORK_NOISE, TOOLCHAINS, lab_cmd, make_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker, pytest.mark.libvirt,
               pytest.mark.guestfs]
@@ -32,12 +32,12 @@ def assert_nothing_left(lab: str) -> None:
 def test_multi_guest_stack(e2e_tmp: Path, toolchain: str) -> None:
     stack = f"m{secrets.token_hex(3)}"
     lab = lab_name("macvtap-lab-multi", stack)
-    cli = make_cli(e2e_tmp, ROOT / "stacks" / "multi", stack, toolchain)
+    st = make_stack(e2e_tmp, ROOT / "stacks" / "multi", stack, toolchain)
     try:
-        cli.run("config", "set", "subnet", subnet())
-        up = cli.run("up", "--yes", "--skip-preview", label="multi_up")
+        st.config("subnet", subnet())
+        up = st.up("multi_up")
         assert FORK_NOISE not in up.stdout + up.stderr
-        out = cli.outputs(show_secrets=True)
+        out = st.outputs()
         ips = [str(ip) for ip in out["guest_ips"]]  # type: ignore[union-attr]
         assert len(ips) == 2 and len(set(ips)) == 2
         assert out["mac_matches"] == [True, True]
@@ -47,52 +47,51 @@ def test_multi_guest_stack(e2e_tmp: Path, toolchain: str) -> None:
             rc, text = lab_probe.ssh(str(out["network_name"]), image, me,
                                      str(out["root_password"]), f"ping -c 2 -W 3 {other}")
             assert rc == 0, f"{me} cannot reach {other}: {text}"
-        cli.run("preview", "--expect-no-changes")
+        st.preview(expect_no_changes=True)
 
         # The lab at hand with several guests: console lists them, status shows a table
         # for each, ssh reaches the one named.
         guests = [f"{lab}-g0", f"{lab}-g1"]
-        proc = lab_cmd(cli, "console", "--stack", stack)
+        proc = lab_cmd(st, "console", "--stack", stack)
         assert proc.returncode == 2
         assert f"stack '{stack}' has 2 guests; pick one with `macvtap-lab console --guest " \
                "NAME`" in proc.stderr, proc.stderr
         for name, ip in zip(guests, ips, strict=True):
             assert re.search(rf"^  {name}  {re.escape(ip)} +running$", proc.stderr, re.M)
-        proc = lab_cmd(cli, "status", "--stack", stack)
+        proc = lab_cmd(st, "status", "--stack", stack)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert [line.split()[1] for line in proc.stdout.splitlines()
                 if line.startswith("guest ")] == guests
         assert proc.stdout.count("no drift") == 2
-        proc = lab_cmd(cli, "ssh", "--stack", stack, "--guest", "g1", "--", "ip -br addr")
+        proc = lab_cmd(st, "ssh", "--stack", stack, "--guest", "g1", "--", "ip -br addr")
         assert proc.returncode == 0, proc.stderr
         assert re.search(rf"^eth0 +UP +{re.escape(ips[1])}/24", proc.stdout, re.M), proc.stdout
     finally:
-        cli.run("destroy", "--yes", "--skip-preview", label="multi_destroy")
-        cli.run("stack", "rm", "--yes", "--force")
+        st.destroy("multi_destroy")
+        st.remove()
     assert_nothing_left(lab)
 
 
 def test_examples_guest_command_and_stack_reference(e2e_tmp: Path) -> None:
     stack = f"x{secrets.token_hex(3)}"
     lab = lab_name("gc", stack)
-    producer = make_cli(e2e_tmp, ROOT / "examples" / "guest_command", stack)
-    consumer = make_cli(e2e_tmp, ROOT / "examples" / "stack_reference", stack)
+    producer = make_stack(e2e_tmp, ROOT / "examples" / "guest_command", stack)
+    consumer = make_stack(e2e_tmp, ROOT / "examples" / "stack_reference", stack)
     try:
-        producer.run("config", "set", "subnet", subnet())
-        producer.run("up", "--yes", "--skip-preview", label="example_up")
+        producer.config("subnet", subnet())
+        producer.up("example_up")
         out = producer.outputs()
         assert str(out["guest_kernel"]).startswith("6.")  # Debian bookworm's kernel
         assert out["guest_cidr"] == f"{out['guest_ip']}/24"
-        assert out["root_password"] == "[secret]"
-        consumer.run("config", "set", "labStack",
-                     f"organization/macvtap-lab-guest-command/{stack}")
-        consumer.run("up", "--yes", "--skip-preview", label="consumer_up")
+        assert "root_password" in producer.secret_outputs()  # shown as [secret]
+        consumer.config("labStack", f"organization/macvtap-lab-guest-command/{stack}")
+        consumer.up("consumer_up")
         used = consumer.outputs()
         assert used["lab_guest_ip"] == out["guest_ip"]
         assert float(used["lab_guest_uptime_s"]) > 0  # type: ignore[arg-type]
     finally:
-        consumer.run("destroy", "--yes", "--skip-preview")
-        consumer.run("stack", "rm", "--yes", "--force")
-        producer.run("destroy", "--yes", "--skip-preview")
-        producer.run("stack", "rm", "--yes", "--force")
+        consumer.destroy()
+        consumer.remove()
+        producer.destroy()
+        producer.remove()
     assert_nothing_left(lab)

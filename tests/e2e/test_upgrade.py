@@ -5,7 +5,6 @@ the two components, and the upgraded state refreshes and destroys."""
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from macvtap_provider import paths
 from macvtap_provider.compose import lab_name
 from tests.conftest import ROOT
 from tests.e2e import lab_probe
-from tests.e2e.conftest import make_cli
+from tests.e2e.conftest import make_stack, planned
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker, pytest.mark.libvirt,
               pytest.mark.guestfs]
@@ -69,24 +68,21 @@ def test_top_level_stack_upgrades_to_components_in_place(e2e_tmp: Path) -> None:
     program.write_text(TOP_LEVEL_PROGRAM)
     stack = f"u{secrets.token_hex(3)}"
     lab = lab_name("macvtap-lab", stack)
-    cli = make_cli(e2e_tmp, project, stack)
+    st = make_stack(e2e_tmp, project, stack)
     try:
-        cli.set_secret("rootPassword", secrets.token_urlsafe(12))
-        cli.run("config", "set", "subnet", f"10.213.{150 + secrets.randbelow(45)}.0/24")
-        cli.run("up", "--yes", "--skip-preview", label="up_top_level")
+        st.set_secret("rootPassword", secrets.token_urlsafe(12))
+        st.config("subnet", f"10.213.{150 + secrets.randbelow(45)}.0/24")
+        st.up("up_top_level")
 
         program.write_text((ROOT / "stacks" / "lab" / "__main__.py").read_text())
-        steps = json.loads(cli.run("preview", "--json").stdout).get("steps", [])
-        planned = {step["urn"].rsplit("::", 2)[-2].rsplit("$", 1)[-1]: step["op"]
-                   for step in steps if step["op"] != "same"}
+        ops = planned(st, by_type=True)
         # Only the components are new; no resource is replaced, updated or deleted.
-        assert planned == {"macvtap:index:Lab": "create", "macvtap:index:Guest": "create"}, \
-            json.dumps(steps, indent=1)[-4000:]
-        cli.run("up", "--yes", "--skip-preview", label="up_components")
-        cli.run("refresh", "--yes", "--skip-preview")
-        cli.run("preview", "--expect-no-changes")
+        assert ops == {"macvtap:index:Lab": "create", "macvtap:index:Guest": "create"}, ops
+        st.up("up_components")
+        st.refresh()
+        st.preview(expect_no_changes=True)
     finally:
-        cli.run("destroy", "--yes", "--skip-preview")
-        cli.run("stack", "rm", "--yes", "--force")
+        st.destroy()
+        st.remove()
     left = lab_probe.leftovers(lab, paths.work_root() / lab)
     assert left == {"containers": [], "networks": [], "work_dir_exists": False, "files": []}

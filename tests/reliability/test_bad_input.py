@@ -3,15 +3,17 @@ message naming the input."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import docker
 import pytest
+from pulumi import automation as auto
 
 from macvtap_provider.builders.lab_config import GUESTS, SETTINGS
 from tests.conftest import ROOT
-from tests.e2e.conftest import make_cli
+from tests.e2e.conftest import make_stack, refused
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.docker]
 
@@ -130,14 +132,12 @@ def test_at_least_thirty_cases() -> None:
                          ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
 def test_refused_at_preview(project: Path, tmp_path: Path, kind: str, change: dict[str, object],
                             prop: str, words: str) -> None:
-    cli = make_cli(tmp_path, project, "bad")
+    st = make_stack(tmp_path, project, "bad")
     props = {**GOOD[kind], **change}
     props = {k: v for k, v in props.items() if v is not None}
-    cli.run("config", "set", "case", json.dumps({"kind": kind, "props": props}))
+    st.config("case", json.dumps({"kind": kind, "props": props}))
     before = snapshot()
-    proc = cli.run("preview", check=False)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0, text
+    text = refused(st)
     failure = f"property {prop} value"
     assert failure in text or f"{kind}: " in text, text
     assert words in text, text
@@ -183,22 +183,21 @@ def test_every_config_key_has_a_case() -> None:
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(CONFIG_CASES)])
 def test_bad_stack_config_refused_before_any_resource(tmp_path: Path, key: str, value: str,
                                                       words: str, project: str) -> None:
-    cli = make_cli(tmp_path, ROOT / project, "bad")
+    st = make_stack(tmp_path, ROOT / project, "bad")
     if key != "subnet":
-        cli.run("config", "set", "subnet", "10.213.241.0/24")
+        st.config("subnet", "10.213.241.0/24")
     if project == "stacks/multi" and key == "subnet":
-        cli.run("config", "set", "guests", "3")
+        st.config("guests", "3")
     if key == "rootPassword":
-        cli.set_secret(key, value)
+        st.set_secret(key, value)
     else:
-        cli.run("config", "set", key, value)
+        st.config(key, value)
     before = snapshot()
     try:
-        proc = cli.run("preview", check=False)
+        text = refused(st)
     finally:
-        cli.run("stack", "rm", "--yes", "--force", check=False)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0, text
+        with contextlib.suppress(auto.CommandError):
+            st.remove()
     assert f"stack config `{key}`: " in text and words in text, text
     assert "pulumi config" in text, text  # the fix
     assert "Traceback" not in text and "macvtap_provider/" not in text, text
@@ -222,10 +221,8 @@ LAB_CASES = [
 def test_bad_lab_arguments_refused_like_config(project: Path, tmp_path: Path,
                                                props: dict[str, object], arg: str,
                                                words: str) -> None:
-    cli = make_cli(tmp_path, project, "badlab")
-    cli.run("config", "set", "case", json.dumps({"kind": "Lab", "props": props}))
-    proc = cli.run("preview", check=False)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0, text
+    st = make_stack(tmp_path, project, "badlab")
+    st.config("case", json.dumps({"kind": "Lab", "props": props}))
+    text = refused(st)
     assert f"Lab argument `{arg}`: " in text and words in text, text
     assert "Traceback" not in text and "dynamic/macvtap" not in text, text

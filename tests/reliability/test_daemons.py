@@ -30,7 +30,7 @@ from macvtap_provider.builders import guest_config
 from macvtap_provider.compose import lab_name
 from tests.conftest import ROOT, absent
 from tests.e2e import lab_probe
-from tests.e2e.conftest import Cli, make_cli
+from tests.e2e.conftest import E2EStack, make_stack, refused
 from tests.reliability.test_out_of_band import works
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker,
@@ -38,35 +38,32 @@ pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow, pytest
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cli, str]]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[E2EStack, str]]:
     stack = f"d{secrets.token_hex(3)}"
-    cli = make_cli(tmp_path_factory.mktemp("daemons"), ROOT, stack)
+    st = make_stack(tmp_path_factory.mktemp("daemons"), ROOT, stack)
     password = secrets.token_urlsafe(12)
     try:
-        cli.set_secret("rootPassword", password)
-        cli.run("config", "set", "subnet", f"10.213.{110 + secrets.randbelow(30)}.0/24")
-        cli.run("up", "--yes", "--skip-preview")
-        yield cli, password
+        st.set_secret("rootPassword", password)
+        st.config("subnet", f"10.213.{110 + secrets.randbelow(30)}.0/24")
+        st.up()
+        yield st, password
     finally:
-        cli.run("destroy", "--yes", "--skip-preview")
-        cli.run("stack", "rm", "--yes", "--force")
+        st.destroy()
+        st.remove()
         assert not (paths.work_root() / lab_name("macvtap-lab", stack)).exists()
 
 
-def state_resources(cli: Cli) -> dict[str, tuple[str, str]]:
+def state_resources(st: E2EStack) -> dict[str, tuple[str, str]]:
     """urn -> (id, outputs as JSON) of every resource in the state."""
-    state = json.loads(cli.run("stack", "export").stdout)
     return {r["urn"]: (r.get("id", ""), json.dumps(r.get("outputs", {}), sort_keys=True))
-            for r in state["deployment"].get("resources") or []}
+            for r in st.resources()}
 
 
-def refresh_fails_and_keeps_state(cli: Cli, expected: str) -> str:
-    before = state_resources(cli)
-    proc = cli.run("refresh", "--yes", "--skip-preview", check=False, timeout=300)
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0, text[-4000:]
+def refresh_fails_and_keeps_state(st: E2EStack, expected: str) -> str:
+    before = state_resources(st)
+    text = refused(st, "refresh", timeout=300)
     assert expected in text, text[-4000:]
-    after = state_resources(cli)
+    after = state_resources(st)
     assert set(after) == set(before), "refresh dropped resources from the state"
     assert {u: i for u, (i, _) in after.items()} == {u: i for u, (i, _) in before.items()}
     return text
@@ -89,8 +86,8 @@ def docker_answers() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
 
 
-def test_dockerd_stopped_refresh_fails_clearly_and_keeps_the_state(lab: tuple[Cli, str]) -> None:
-    cli, password = lab
+def test_dockerd_stopped_refresh_fails_clearly_and_keeps_the_state(lab: tuple[E2EStack, str]) -> None:
+    st, password = lab
     if not docker.from_env().info().get("LiveRestoreEnabled"):
         absent("dockerd runs without --live-restore: stopping it would stop every container "
                "(scripts/setup.sh starts dockerd with --live-restore)")
@@ -102,7 +99,7 @@ def test_dockerd_stopped_refresh_fails_clearly_and_keeps_the_state(lab: tuple[Cl
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not docker_answers()
-        text = refresh_fails_and_keeps_state(cli, "dockerd is unreachable")
+        text = refresh_fails_and_keeps_state(st, "dockerd is unreachable")
         assert "start it" in text
     finally:
         if not docker_answers():
@@ -113,28 +110,28 @@ def test_dockerd_stopped_refresh_fails_clearly_and_keeps_the_state(lab: tuple[Cl
             while not docker_answers() and time.monotonic() < deadline:
                 time.sleep(0.5)
     assert docker_answers(), f"dockerd did not come back; see {log}"
-    cli.run("refresh", "--yes", "--skip-preview", "--expect-no-changes")
-    works(cli, password)
+    st.refresh(expect_no_changes=True)
+    works(st, password)
 
 
-def test_libvirtd_stopped_refresh_fails_clearly_and_keeps_the_state(lab: tuple[Cli, str]) -> None:
-    cli, password = lab
-    container = docker.from_env().containers.get(str(cli.outputs()["container_name"]))
+def test_libvirtd_stopped_refresh_fails_clearly_and_keeps_the_state(lab: tuple[E2EStack, str]) -> None:
+    st, password = lab
+    container = docker.from_env().containers.get(str(st.outputs()["container_name"]))
     assert container.exec_run(["libvirtd-ctl", "stop"]).exit_code == 0
     try:
-        text = refresh_fails_and_keeps_state(cli, "does not answer")
+        text = refresh_fails_and_keeps_state(st, "does not answer")
         assert f"docker exec {container.name} libvirtd-ctl start" in text
     finally:
         assert container.exec_run(["libvirtd-ctl", "start"]).exit_code == 0
-    cli.run("refresh", "--yes", "--skip-preview", "--expect-no-changes")
-    works(cli, password)
+    st.refresh(expect_no_changes=True)
+    works(st, password)
 
 
-def test_the_guest_sshd_runs_exactly_the_configured_settings(lab: tuple[Cli, str]) -> None:
+def test_the_guest_sshd_runs_exactly_the_configured_settings(lab: tuple[E2EStack, str]) -> None:
     """Least privilege in the guest: sshd's effective settings differ from the image's stock
     ones only in the keys the lab configures, and have the configured values."""
-    cli, password = lab
-    out = cli.outputs()
+    st, password = lab
+    out = st.outputs()
     image = docker.from_env().containers.get(str(out["container_name"])).attrs["Config"]["Image"]
     stock = (f"sed '/^{guest_config.BEGIN_MARK}$/,/^{guest_config.END_MARK}$/d' "
              "/etc/ssh/sshd_config > /tmp/stock_sshd_config && "

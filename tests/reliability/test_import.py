@@ -8,14 +8,13 @@ nothing in the state. The README says so; the stock case checks that it still ho
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import Cli, make_cli
+from tests.e2e.conftest import E2EStack, make_stack
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e]
 
@@ -25,16 +24,17 @@ KINDS = ("LabNetwork", "LibvirtContainer", "CustomizedImage", "MacvtapDomain", "
 
 def try_import(tmp_path: Path, kind: str, toolchain: str) -> tuple[int, str, list[str]]:
     """(exit status, output, resource types in the state) of one `pulumi import`."""
-    cli: Cli = make_cli(tmp_path, ROOT, f"imp{secrets.token_hex(3)}", toolchain)
-    cli.set_secret("rootPassword", "not-used-here-0")
+    st: E2EStack = make_stack(tmp_path, ROOT, f"imp{secrets.token_hex(3)}", toolchain)
+    st.set_secret("rootPassword", "not-used-here-0")
     try:
-        proc = cli.run("import", f"pulumi-python:dynamic/macvtap:{kind}",
-                       f"imported-{kind.lower()}", "0123456789ab", "--yes", check=False)
-        state = json.loads(cli.run("stack", "export").stdout)
+        # Typed as the user types it: the refusal they read is the point (the API's
+        # import_resources goes through `pulumi import --file`, another path).
+        proc = st.typed("import", f"pulumi-python:dynamic/macvtap:{kind}",
+                        f"imported-{kind.lower()}", "0123456789ab", "--yes", check=False)
+        resources = st.resources()
     finally:
-        cli.run("stack", "rm", "--yes", "--force")
-    types = [r["type"] for r in state["deployment"].get("resources") or []
-             if r["type"] != "pulumi:pulumi:Stack"]
+        st.remove()
+    types = [r["type"] for r in resources if r["type"] != "pulumi:pulumi:Stack"]
     return proc.returncode, proc.stdout + proc.stderr, types
 
 

@@ -9,6 +9,7 @@ and between the domain's define and its start (held there by the provider's paus
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -20,12 +21,13 @@ from pathlib import Path
 import docker
 import libvirt
 import pytest
+from pulumi import automation as auto
 
 from macvtap_provider import faults, paths
 from macvtap_provider.compose import lab_name
 from tests.conftest import ROOT
 from tests.e2e import lab_probe
-from tests.e2e.conftest import PULUMI, TOOLCHAINS, Cli, make_cli
+from tests.e2e.conftest import PULUMI, TOOLCHAINS, E2EStack, make_stack, refused
 from tests.reliability.test_out_of_band import works
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker,
@@ -75,13 +77,16 @@ def alive(pids: dict[int, str]) -> dict[int, str]:
     return still
 
 
-def kill_up_when(cli: Cli, ready: Callable[[dict[int, str]], bool], what: str,
+def kill_up_when(st: E2EStack, ready: Callable[[dict[int, str]], bool], what: str,
                  timeout: float = 300) -> dict[int, str]:
     """Start `pulumi up`, SIGKILL the engine once `ready(its descendants)` holds, and return
-    the processes it had started."""
-    proc = subprocess.Popen([str(PULUMI), "up", "--yes", "--skip-preview", "--non-interactive"],
-                            cwd=cli.cwd, env=cli.env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    the processes it had started.
+
+    Typed, not through the Automation API: the kill needs the engine's own pid, which the
+    API does not expose (and a user's killed `pulumi up` is what this reproduces)."""
+    proc = subprocess.Popen([str(PULUMI), "up", "--yes", "--skip-preview", "--non-interactive",
+                             "--stack", st.name], cwd=st.cwd, env=st.env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -145,36 +150,36 @@ def domains(uri: str) -> list[str]:
         conn.close()
 
 
-def make_up(cli: Cli, stack: str) -> str:
+def make_up(st: E2EStack, stack: str) -> str:
     """`make up`'s script for `stack` on the test's backend; its output."""
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "lab.sh"), "up", stack],
-                          env=cli.env, capture_output=True, text=True, timeout=900, check=False)
+                          env=st.env, capture_output=True, text=True, timeout=900, check=False)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-6000:]
     return text
 
 
-def converge(cli: Cli, password: str, lab: str, stack: str, by_make_up: bool = False) -> None:
+def converge(st: E2EStack, password: str, lab: str, stack: str,
+             by_make_up: bool = False) -> None:
     """refresh + up succeed without "already exists"; exactly one of each object; it works.
 
     The killed engine could not release its lock on the stack; the engine says so and names
     the fix, `pulumi cancel`. `make up` (scripts/lab.sh) does that itself when the process
     named in the lock is gone, then refreshes and brings the lab up."""
-    locked = cli.run("refresh", "--yes", "--skip-preview", check=False)
-    assert locked.returncode != 0 and "pulumi cancel" in locked.stderr + locked.stdout
+    assert "pulumi cancel" in refused(st, "refresh")
     if by_make_up:
-        text = make_up(cli, stack)
+        text = make_up(st, stack)
         assert "locked by a run that no longer exists" in text
         # Once healed, a plain `make up` finds no stale lock and changes nothing.
-        again = make_up(cli, stack)
+        again = make_up(st, stack)
         assert "no longer exists" not in again and "cancel" not in again
     else:
-        cli.run("cancel", "--yes")
-        text = cli.run("refresh", "--yes", "--skip-preview").stdout
-        text += cli.run("up", "--yes", "--skip-preview").stdout
+        st.stack.cancel()
+        text = st.refresh().stdout
+        text += st.up().stdout
     assert "already exists" not in text
-    cli.run("preview", "--expect-no-changes")
-    out = cli.outputs()
+    st.preview(expect_no_changes=True)
+    out = st.outputs()
     objects = lab_objects(lab)
     assert objects["containers"] == [f"{lab}-libvirt"], objects
     assert objects["networks"] == [f"{lab}-net"], objects
@@ -185,48 +190,49 @@ def converge(cli: Cli, password: str, lab: str, stack: str, by_make_up: bool = F
     pid = docker.from_env().containers.get(f"{lab}-libvirt").attrs["State"]["Pid"]
     macvtaps = lab_probe.macvtap_links(pid)
     assert len(macvtaps) == 1, macvtaps
-    works(cli, password)
+    works(st, password)
 
 
-def new_lab(tmp: Path, label: str, toolchain: str = "ours") -> tuple[Cli, str, str, str]:
+def new_lab(tmp: Path, label: str, toolchain: str = "ours") -> tuple[E2EStack, str, str, str]:
     stack = f"{label}{secrets.token_hex(3)}"
-    cli = make_cli(tmp, ROOT, stack, toolchain)
+    st = make_stack(tmp, ROOT, stack, toolchain)
     password = secrets.token_urlsafe(12)
-    cli.set_secret("rootPassword", password)
-    cli.run("config", "set", "subnet", f"10.213.{150 + secrets.randbelow(40)}.0/24")
-    return cli, password, lab_name("macvtap-lab", stack), stack
+    st.set_secret("rootPassword", password)
+    st.config("subnet", f"10.213.{150 + secrets.randbelow(40)}.0/24")
+    return st, password, lab_name("macvtap-lab", stack), stack
 
 
-def finish(cli: Cli, lab: str) -> None:
-    cli.run("cancel", "--yes", check=False)  # when the test failed before the lock was released
-    cli.run("destroy", "--yes", "--skip-preview")
-    cli.run("stack", "rm", "--yes", "--force")
+def finish(st: E2EStack, lab: str) -> None:
+    with contextlib.suppress(auto.CommandError):
+        st.stack.cancel()  # when the test failed before the lock was released
+    st.destroy()
+    st.remove()
     assert lab_objects(lab) == {"containers": [], "networks": [], "files": []}
     assert not (paths.work_root() / lab).exists()
 
 
 @pytest.mark.parametrize("toolchain", TOOLCHAINS)
 def test_killed_during_image_customisation(tmp_path: Path, toolchain: str) -> None:
-    cli, password, lab, stack = new_lab(tmp_path, "ki", toolchain)
+    st, password, lab, stack = new_lab(tmp_path, "ki", toolchain)
 
     def customising(children: dict[int, str]) -> bool:
         # libguestfs's appliance: a qemu run by the provider's isolated child.
         return any("qemu-system" in cmd and "guestfs" in cmd for cmd in children.values())
 
     try:
-        children = kill_up_when(cli, customising, "libguestfs appliance")
+        children = kill_up_when(st, customising, "libguestfs appliance")
         time.sleep(0.5)
         assert_no_processes_left(children, toolchain=toolchain)
-        converge(cli, password, lab, stack, by_make_up=True)
+        converge(st, password, lab, stack, by_make_up=True)
     finally:
-        finish(cli, lab)
+        finish(st, lab)
 
 
 def test_killed_between_domain_define_and_start(tmp_path: Path) -> None:
-    cli, password, lab, stack = new_lab(tmp_path, "kd")
+    st, password, lab, stack = new_lab(tmp_path, "kd")
     domain = f"{lab}-guest"
     uri = f"qemu:///system?socket={paths.work_root() / lab}/run/libvirt/libvirt-sock"
-    cli.env[faults.ENV] = f"{faults.DOMAIN_DEFINED}:300"
+    st.setenv(faults.ENV, f"{faults.DOMAIN_DEFINED}:300")
 
     def defined_not_started(_children: dict[int, str]) -> bool:
         if not Path(uri.split("socket=", 1)[1]).is_socket():
@@ -241,11 +247,11 @@ def test_killed_between_domain_define_and_start(tmp_path: Path) -> None:
             conn.close()
 
     try:
-        children = kill_up_when(cli, defined_not_started, "defined domain")
+        children = kill_up_when(st, defined_not_started, "defined domain")
         assert_no_processes_left(children)
-        del cli.env[faults.ENV]
+        st.setenv(faults.ENV, None)
         assert domains(uri) == [domain]  # the leftover: defined, never started
-        converge(cli, password, lab, stack)
+        converge(st, password, lab, stack)
     finally:
-        cli.env.pop(faults.ENV, None)
-        finish(cli, lab)
+        st.setenv(faults.ENV, None)
+        finish(st, lab)

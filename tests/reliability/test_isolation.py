@@ -16,7 +16,7 @@ import pytest
 from macvtap_provider import paths
 from tests.conftest import ROOT
 from tests.e2e import lab_probe
-from tests.e2e.conftest import Cli, make_cli
+from tests.e2e.conftest import E2EStack, make_stack
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker,
               pytest.mark.libvirt, pytest.mark.guestfs]
@@ -36,11 +36,11 @@ def host_objects() -> dict[str, set[str]]:
             "taps": lab_probe.dev_taps()}
 
 
-def new_lab(tmp: Path, label: str, third_octet: int) -> Cli:
-    cli = make_cli(tmp / label, ROOT, f"{label}{secrets.token_hex(2)}")
-    cli.set_secret("rootPassword", secrets.token_urlsafe(12))
-    cli.run("config", "set", "subnet", f"10.213.{third_octet}.0/24")
-    return cli
+def new_lab(tmp: Path, label: str, third_octet: int) -> E2EStack:
+    st = make_stack(tmp / label, ROOT, f"{label}{secrets.token_hex(2)}")
+    st.set_secret("rootPassword", secrets.token_urlsafe(12))
+    st.config("subnet", f"10.213.{third_octet}.0/24")
+    return st
 
 
 def test_two_stacks_in_parallel_stay_apart(tmp_path: Path) -> None:
@@ -49,9 +49,9 @@ def test_two_stacks_in_parallel_stay_apart(tmp_path: Path) -> None:
     labs = [new_lab(tmp_path, "pa", octet), new_lab(tmp_path, "pb", octet + 1)]
     errors: list[BaseException] = []
 
-    def up(cli: Cli) -> None:
+    def up(st: E2EStack) -> None:
         try:
-            cli.run("up", "--yes", "--skip-preview")
+            st.up()
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
@@ -68,23 +68,23 @@ def test_two_stacks_in_parallel_stay_apart(tmp_path: Path) -> None:
             assert a[key] != b[key], key
         assert a["mac_matches"] is True and b["mac_matches"] is True
     finally:
-        for cli in labs:
-            cli.run("destroy", "--yes", "--skip-preview")
-            cli.run("stack", "rm", "--yes", "--force")
+        for st in labs:
+            st.destroy()
+            st.remove()
     assert host_objects() == before
 
 
 def test_up_destroy_cycles_leak_nothing(tmp_path: Path) -> None:
     cycles = int(os.environ.get("MACVTAP_LAB_CYCLES", "2"))
-    cli = new_lab(tmp_path, "cy", 50 + secrets.randbelow(20))
+    st = new_lab(tmp_path, "cy", 50 + secrets.randbelow(20))
     before = host_objects()
     try:
         for _ in range(cycles):
-            cli.run("up", "--yes", "--skip-preview")
-            assert cli.outputs()["mac_matches"] is True
-            cli.run("destroy", "--yes", "--skip-preview")
+            st.up()
+            assert st.outputs()["mac_matches"] is True
+            st.destroy()
             assert host_objects() == before
     finally:
-        cli.run("destroy", "--yes", "--skip-preview")
-        cli.run("stack", "rm", "--yes", "--force")
+        st.destroy()
+        st.remove()
     print(f"{cycles} up/destroy cycles, objects leaked: 0")

@@ -1,6 +1,7 @@
 """The root password never appears in plaintext: not in the state, not in verbose engine
-and provider logs, not in any process's argv while `pulumi up` runs, not in what
-`docker inspect` shows of the lab's containers and of the probes that log in to the guest."""
+and provider logs nor the engine's event stream, not in any process's argv while `pulumi
+up` runs, not in what `docker inspect` shows of the lab's containers and of the probes that
+log in to the guest."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from macvtap_provider.compose import lab_name
 from macvtap_provider.resources.guest_command import GuestCommandProvider
 from tests.conftest import ROOT
 from tests.e2e import lab_probe
-from tests.e2e.conftest import make_cli
+from tests.e2e.conftest import make_stack, refused
 
 pytestmark = [pytest.mark.reliability, pytest.mark.e2e, pytest.mark.slow, pytest.mark.docker,
               pytest.mark.libvirt, pytest.mark.guestfs]
@@ -91,29 +92,30 @@ def test_password_never_in_plaintext(tmp_path: Path) -> None:
     stack = f"s{secrets.token_hex(3)}"
     lab = lab_name("macvtap-lab", stack)
     password = "Pw-" + secrets.token_hex(10)
-    cli = make_cli(tmp_path, ROOT, stack)
-    cli.env["MACVTAP_LAB_LOG_LEVEL"] = "DEBUG"  # every system call the providers make
+    st = make_stack(tmp_path, ROOT, stack)
+    st.setenv("MACVTAP_LAB_LOG_LEVEL", "DEBUG")  # every system call the providers make
     sampler = ArgvSampler(password.encode())
     inspector = InspectSampler(password, lab)
     try:
-        cli.set_secret("rootPassword", password)
-        cli.run("config", "set", "subnet", f"10.213.{100 + secrets.randbelow(40)}.0/24")
-        cli.run("config", "set", "networkMethod", "console")  # the password goes to a console
+        st.set_secret("rootPassword", password)
+        st.config("subnet", f"10.213.{100 + secrets.randbelow(40)}.0/24")
+        st.config("networkMethod", "console")  # the password goes to a console
         sampler.start()
         inspector.start()
-        up = cli.run("up", "--yes", "--skip-preview", "--logtostderr", "-v=9",
-                     "--logflow", label="verbose_up")
+        events: list[object] = []  # the engine's event stream, as the Automation API reads it
+        up = st.up("verbose_up", log_to_std_err=True, log_verbosity=9, log_flow=True,
+                   on_event=events.append)
         sampler.stop.set()
         sampler.join()
         logs = up.stdout + up.stderr
         assert len(logs) > 100_000  # it really was verbose
         assert "password" in logs.lower()  # the property is there, its value is not
         assert password not in logs
+        assert len(events) > 20 and password not in repr(events)
         assert sampler.samples > 100 and len(sampler.processes_seen) > 20
         assert sampler.hits == []
-        out = cli.outputs(show_secrets=False)
-        state = cli.run("stack", "export").stdout
-        assert password not in state
+        out = st.outputs()
+        assert password not in st.state_at_rest()
         config_file = (ROOT / f"Pulumi.{stack}.yaml").read_text()
         assert password not in config_file and "secure:" in config_file
         # It still is the password: the guest accepts it.
@@ -139,8 +141,8 @@ def test_password_never_in_plaintext(tmp_path: Path) -> None:
     finally:
         inspector.stop.set()
         sampler.stop.set()
-        cli.run("destroy", "--yes", "--skip-preview")
-        cli.run("stack", "rm", "--yes", "--force")
+        st.destroy()
+        st.remove()
     assert not (paths.work_root() / lab).exists()
 
 
@@ -148,14 +150,12 @@ def test_a_refused_password_is_not_echoed_in_the_error(tmp_path: Path) -> None:
     """Exception texts: a password refused by `check` is named, never quoted."""
     stack = f"s{secrets.token_hex(3)}"
     first, second = "Pw-" + secrets.token_hex(8), "Line2-" + secrets.token_hex(8)
-    cli = make_cli(tmp_path, ROOT, stack)
+    st = make_stack(tmp_path, ROOT, stack)
     try:
-        cli.set_secret("rootPassword", f"{first}\n{second}")
-        proc = cli.run("preview", check=False)
+        st.set_secret("rootPassword", f"{first}\n{second}")
+        text = refused(st)
     finally:
-        cli.run("stack", "rm", "--yes", "--force")
-    text = proc.stdout + proc.stderr
-    assert proc.returncode != 0
+        st.remove()
     # Refused by the program's config check, before any resource: named as the user set it.
     assert "stack config `rootPassword`" in text and "newlines or NUL" in text, text[-3000:]
     assert "Traceback" not in text

@@ -134,6 +134,13 @@ def test_guests_are_joined_from_the_resources() -> None:
     assert "s3cret-pw" not in repr(g)
 
 
+def test_guests_come_in_name_order_whatever_order_the_state_has() -> None:
+    resources = [domain("lab-g1", "/1.qcow2"), domain("lab-g0", "/0.qcow2"),
+                 domain("lab-g2", "/2.qcow2")]
+    assert [g.domain for g in lab_view.guests_from_resources(resources)] == \
+        ["lab-g0", "lab-g1", "lab-g2"]
+
+
 def test_a_ciphertext_password_is_not_a_password() -> None:
     cipher = {lab_view.SECRET_SIG: "1b47061264138c4ac30d75fd1eb44270", "ciphertext": "v1:x"}
     [g] = lab_view.guests_from_resources(deployment(password=cipher))
