@@ -32,8 +32,8 @@ def place(host: RemoteHost, local_out: Path, out: str, base_link: Path | None,
     """Upload a customised disk to `out` on the host; for an overlay (`base_link` set),
     its base once per host, hard-linked to `remote_base_link` beside it."""
     image = helper_image()
-    host.ensure_image(image)
     with host.docker() as client:
+        host.ensure_image(image, client)
         if base_link is not None and base_sha256 and remote_base_link:
             store = base_store(base_sha256)
             # Guests made in parallel share a base: one uploads, the others wait and find it
