@@ -130,7 +130,9 @@ class Lab(pulumi.ComponentResource):
     Every setting is optional; None means the default named in the README's settings
     table (`builders.lab_config.SETTINGS`). Guest settings (`memory_mib`, `vcpus`,
     `macvtap_mode`, `vhost`, `domain_type`, `interface_type`, `guest_boot`,
-    `network_method`, `base_image`) are the defaults of the lab's guests.
+    `network_method`, `base_image`) are the defaults of the lab's guests. With `uplink` (a
+    NIC of the lab host), the network is a docker macvlan network on that NIC instead: the
+    lab joins its LAN, within `ip_range` of the LAN's `subnet`.
 
     Raises:
         LabConfigError: An argument is invalid (named, with the fix); nothing is registered.
@@ -168,7 +170,8 @@ class Lab(pulumi.ComponentResource):
                  vhost: str | None = None, domain_type: str | None = None,
                  interface_type: str | None = None, guest_boot: str | None = None,
                  network_method: str | None = None,
-                 base_image: str | None = None, root_password: pulumi.Input[str] | None = None,
+                 base_image: str | None = None, uplink: str | None = None,
+                 ip_range: str | None = None, root_password: pulumi.Input[str] | None = None,
                  opts: pulumi.ResourceOptions | None = None,
                  config: LabConfig | None = None) -> None:
         # A LabConfig comes from `stack_config`: its errors name stack config keys.
@@ -180,7 +183,7 @@ class Lab(pulumi.ComponentResource):
                      "vhost": vhost, "domain_type": domain_type,
                      "interface_type": interface_type, "guest_boot": guest_boot,
                      "network_method": network_method,
-                     "base_image": base_image}
+                     "base_image": base_image, "uplink": uplink, "ip_range": ip_range}
             if isinstance(root_password, str):
                 given["root_password"] = root_password
             config = _checked(given, name, "args")
@@ -197,7 +200,8 @@ class Lab(pulumi.ComponentResource):
         self.root_password = pulumi.Output.secret(root_password)
         self.network = LabNetwork(f"{name}-net", LabNetworkArgs(
             name=f"{name}-net", subnet=config.subnet, gateway=config.gateway,
-            docker_host=config.docker_host), opts=child)
+            docker_host=config.docker_host, ip_range=config.docker_range,
+            parent=config.uplink), opts=child)
         self.container = LibvirtContainer(f"{name}-libvirt", LibvirtContainerArgs(
             name=f"{name}-libvirt", network=self.network.name, work_dir=self.work_dir,
             security_mode=config.security_mode, docker_host=config.docker_host,
@@ -354,6 +358,9 @@ def _check_address(address: str, config: LabConfig) -> None:
             reason = f"{addr} is the network or broadcast address of {net}"
         elif str(addr) == config.gateway:
             reason = f"{addr} is the lab network's gateway: pick another host address"
+        elif config.ip_range is not None and addr not in ipaddress.IPv4Network(config.ip_range):
+            reason = (f"{addr} is outside the lab's ip_range {config.ip_range} (the rest of "
+                      "the subnet is not the lab's): pick an address inside it")
         else:
             return
     raise LabConfigError(ConfigError("address", reason, "Guest argument"))

@@ -400,6 +400,9 @@ class NetworkInfo:
 
     @property
     def bridge(self) -> str:
+        """The Linux bridge behind a bridge network; "" for other drivers (macvlan)."""
+        if self.attrs.get("Driver", "bridge") != "bridge":
+            return ""
         options = self.attrs.get("Options") or {}
         return str(options.get("com.docker.network.bridge.name") or f"br-{self.id[:12]}")
 
@@ -426,16 +429,19 @@ def network_by_id(client: docker.DockerClient, network_id: str) -> NetworkInfo |
 
 
 def create_network(client: docker.DockerClient, name: str, *, subnet: str, gateway: str | None,
-                   ip_range: str | None, internal: bool,
-                   labels: Mapping[str, str]) -> NetworkInfo:
-    """A bridge network with one IPv4 pool."""
+                   ip_range: str | None, internal: bool, labels: Mapping[str, str],
+                   parent: str | None = None) -> NetworkInfo:
+    """A network with one IPv4 pool: a bridge, or with `parent` a macvlan network on that
+    NIC of the engine's host (bridge mode)."""
     import docker.types
 
     pool = docker.types.IPAMPool(subnet=subnet, gateway=gateway, iprange=ip_range)
-    log.debug("docker network create %s (%s, internal=%s)", name, subnet, internal)
+    driver, options = ("macvlan", {"parent": parent}) if parent else ("bridge", None)
+    log.debug("docker network create %s (%s, %s%s, internal=%s)", name, subnet, driver,
+              f" on {parent}" if parent else "", internal)
     with translate_errors(f"creating network {name!r}"):
         net = client.networks.create(
-            name, driver="bridge", internal=internal,
+            name, driver=driver, options=options, internal=internal,
             ipam=docker.types.IPAMConfig(pool_configs=[pool]), labels=dict(labels),
             check_duplicate=True)
         net.reload()

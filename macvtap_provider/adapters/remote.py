@@ -289,12 +289,16 @@ def _tar_stream(source: Path, name: str, digest: Any) -> Iterator[bytes]:
 
 
 def upload_file(client: docker.DockerClient, image: str, source: Path, target: str,
-                host_label: str) -> str:
+                host_label: str, replace: bool = True) -> str:
     """Copy a local file to `target` (absolute) on the client's host, verified by sha256.
 
     A short-lived helper container from `image` (already on that host) bind-mounts the
     target's directory; the file is streamed in through the docker API under a temporary
-    name, its sha256 checked there, then renamed into place.
+    name of its own, its sha256 checked there, then renamed into place (atomic: a reader
+    sees the old file or the whole new one). With `replace` False the target is made only
+    if it does not exist yet (a hard link, atomic too), for content-addressed files: when
+    a concurrent uploader got there first, its file (same name, same content) is kept and
+    ours dropped, so whatever already links to it stays linked.
 
     Returns:
         The file's sha256 (hex).
@@ -323,7 +327,12 @@ def upload_file(client: docker.DockerClient, image: str, source: Path, target: s
             exec_output(helper, ["rm", "-f", f"{directory}/{part}"])
             raise DockerError(f"uploading {source.name} to {host_label}: sha256 differs after "
                               "the transfer: rerun")
-        code, out = exec_output(helper, ["mv", "-f", f"{directory}/{part}", target])
+        if replace:
+            code, out = exec_output(helper, ["mv", "-f", f"{directory}/{part}", target])
+        else:
+            code, out = exec_output(helper, [
+                "sh", "-c", 'ln -- "$1" "$2" 2>/dev/null; rm -f -- "$1"; test -e "$2"', "sh",
+                f"{directory}/{part}", target])
         if code != 0:
             raise DockerError(f"uploading {source.name} to {host_label}: {out.strip()}")
         log.info("uploaded %s to %s:%s (%.0f MB, %.1f s)", source.name, host_label, target,

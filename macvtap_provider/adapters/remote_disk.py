@@ -17,7 +17,9 @@ from pathlib import Path, PurePosixPath
 from macvtap_provider import paths
 from macvtap_provider.adapters import remote
 from macvtap_provider.adapters.remote_host import RemoteHost, helper_image
+from macvtap_provider.builders.endpoint import upload_lock_name
 from macvtap_provider.errors import DockerError
+from macvtap_provider.images.base import build_lock
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,18 @@ def place(host: RemoteHost, local_out: Path, out: str, base_link: Path | None,
     its base once per host, hard-linked to `remote_base_link` beside it; `beside`: more
     (local file, remote path) pairs to upload with it (a direct-boot kernel and initrd)."""
     image = helper_image()
-    host.ensure_image(image)
     with host.docker() as client:
+        host.ensure_image(image, client)
         if base_link is not None and base_sha256 and remote_base_link:
             store = base_store(base_sha256)
-            if not host.files.exists(store):
-                remote.upload_file(client, image, base_link, store, host.label)
-            else:
-                log.info("base %s is already on %s", base_sha256[:12], host.label)
+            # Guests made in parallel share a base: one uploads, the others wait and find it
+            # there. An uploader on another machine cannot replace it (replace=False).
+            with build_lock(upload_lock_name(host.endpoint, f"base {base_sha256}")):
+                if not host.files.exists(store):
+                    remote.upload_file(client, image, base_link, store, host.label,
+                                       replace=False)
+                else:
+                    log.info("base %s is already on %s", base_sha256[:12], host.label)
         remote.upload_file(client, image, local_out, out, host.label)
         for local, target in beside:
             remote.upload_file(client, image, local, target, host.label)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from macvtap_provider.adapters import docker_api, libvirt_api, netexec, remote, remote_kvm
 from macvtap_provider.adapters.netlink import LinkInfo
-from macvtap_provider.builders.endpoint import DockerEndpoint, parse_endpoint
+from macvtap_provider.builders.endpoint import DockerEndpoint, parse_endpoint, upload_lock_name
 from macvtap_provider.builders.security import (
     SecurityMode,
     container_security_kwargs,
@@ -144,28 +144,41 @@ class RemoteHost:
         with self.docker() as client:
             return docker_api.find_container(client, name)
 
-    def ensure_image(self, tag: str) -> None:
-        """Upload the local image `tag` unless the host has it (same image ID)."""
+    def ensure_image(self, tag: str, client: DockerClient | None = None) -> None:
+        """Upload the local image `tag` unless the host has it (same image ID), through
+        `client` (a client of this host's engine) if given, else a new one.
+
+        One upload per host and image on this machine at a time (a lock named stably, see
+        `upload_lock_name`); whoever gets the lock second finds the image there and skips.
+        Uploaders on other machines are harmless: `docker load` of the same image twice
+        leaves one image with that ID.
+        """
         from macvtap_provider.images.base import build_lock
 
-        with build_lock(f"upload-{abs(hash((self.endpoint.host, tag)))}"), \
-                docker_api.docker_client() as local, self.docker() as client:
-            remote.upload_image(local, client, tag, self.label)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(build_lock(upload_lock_name(self.endpoint, f"image {tag}")))
+            local = stack.enter_context(docker_api.docker_client())
+            there = client if client is not None else stack.enter_context(self.docker())
+            remote.upload_image(local, there, tag, self.label)
 
     @contextlib.contextmanager
-    def helper(self, volumes: dict[str, dict[str, str]], devices: bool = False
-               ) -> Iterator[tuple[DockerClient, str]]:
-        """A short-lived container on the host (the helper image, no network)."""
+    def helper(self, volumes: dict[str, dict[str, str]], devices: bool = False,
+               **run: Any) -> Iterator[tuple[DockerClient, str]]:
+        """A short-lived container on the host (the helper image, no network; `run`: more
+        `containers.run` arguments)."""
         image = helper_image()
-        self.ensure_image(image)
         kwargs: dict[str, Any] = {"volumes": dict(volumes)}
         if devices:  # /dev of the host, and what qemu needs to use it
             kwargs = container_security_kwargs(SecurityMode.CAPABILITIES, ["SYS_RESOURCE"])
             kwargs["volumes"].update(volumes)
-        with self.docker() as client, docker_api.probe_container(
-                client, image, owner=HELPER_OWNER, name_prefix="macvtap-lab-helper-",
-                **kwargs) as info:
-            yield client, info.name
+        kwargs.update(run)
+        # One tunnel for the image check and the helper: opening one costs ~0.3 s.
+        with self.docker() as client:
+            self.ensure_image(image, client)
+            with docker_api.probe_container(
+                    client, image, owner=HELPER_OWNER, name_prefix="macvtap-lab-helper-",
+                    **kwargs) as info:
+                yield client, info.name
 
     @contextlib.contextmanager
     def netns(self, container: str) -> Iterator[ExecNetns]:
@@ -189,12 +202,8 @@ class RemoteHost:
     def capability_bounding(self) -> frozenset[str]:
         """What that host's dockerd may grant: its own CapBnd, read in the host's PID
         namespace."""
-        image = helper_image()
-        self.ensure_image(image)
-        with self.docker() as client, docker_api.probe_container(
-                client, image, owner=HELPER_OWNER, name_prefix="macvtap-lab-helper-",
-                pid_mode="host") as info:
-            code, out = docker_api.exec_in(client, info.name, [
+        with self.helper({}, pid_mode="host") as (client, name):
+            code, out = docker_api.exec_in(client, name, [
                 "sh", "-c", 'grep CapBnd "/proc/$(pidof -s dockerd || echo 1)/status"'])
             version = docker_api.engine_version(client)
         if code != 0 or ":" not in out:

@@ -13,6 +13,7 @@ the URL).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -177,6 +178,18 @@ def ssh_tunnel_argv(endpoint: DockerEndpoint, local_socket: str,
     if endpoint.user:
         argv += ["-l", endpoint.user]
     return [*argv, "-L", f"{local_socket}:{remote_socket}", "--", endpoint.host]
+
+
+def upload_lock_name(endpoint: DockerEndpoint, what: str) -> str:
+    """The name of the machine-wide lock (images.base.build_lock) that serialises uploads
+    of `what` to the endpoint's host.
+
+    Stable across processes: Python's `hash()` of a str is salted per process, so a name
+    made from it would give each provider process its own lock, and two of them could
+    upload the same thing to one host at once.
+    """
+    where = f"{endpoint.scheme}://{(endpoint.host or '').lower()}:{endpoint.port or ''}"
+    return "upload-" + hashlib.sha256(f"{where}|{what}".encode()).hexdigest()[:24]
 
 
 def ssh_fix(endpoint: DockerEndpoint) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
 from macvtap_provider.builders.secrets import check_password
@@ -29,6 +29,7 @@ from macvtap_provider.builders.validation import (
     check_absolute_path,
     check_choice,
     check_docker_host,
+    check_ifname,
     check_int_range,
     check_ipv4,
     check_subnet,
@@ -87,6 +88,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("containerIp", "container_ip", "string",
             "The container's address in the subnet, taken over by the first guest. "
             "Default: host .10 of the subnet.", "10.213.5.10", check_ipv4),
+    Setting("uplink", "uplink", "string",
+            "A NIC of the lab host whose LAN the lab joins: the lab network becomes a docker "
+            "macvlan network on it, so the guests (macvtap on the container's eth0) sit on that "
+            "LAN, and labs on several hosts of one LAN reach each other. Needs `subnet` (the "
+            "LAN's) and `ipRange`. Default: none (an internal bridge of the lab's own).",
+            "eth0", check_ifname),
+    Setting("ipRange", "ip_range", "string",
+            "The addresses of the subnet this lab uses (a CIDR inside it, /29 or larger, without "
+            "the gateway): the container and probe containers get the lower half, the guests "
+            "the upper half. Required with `uplink` (a range free on that LAN); stacks/hosts "
+            "splits it among the hosts. Default: the whole subnet.", "10.213.5.128/26",
+            lambda value, field: str(check_subnet(value, field))),
     Setting("workDir", "work_dir", "string",
             "Host directory for the lab's disks and libvirt socket. Default: "
             "/var/lib/macvtap-lab/<lab>.", "/var/lib/macvtap-lab/mylab", check_absolute_path),
@@ -154,10 +167,20 @@ class LabConfig:
     guest_boot: str | None = None
     network_method: str = "offline"
     base_image: str | None = None
+    uplink: str | None = None
+    ip_range: str | None = None
 
     @property
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.subnet)
+
+    @property
+    def docker_range(self) -> str | None:
+        """Where docker hands out addresses: the lower half of `ip_range` (None: the lab
+        network's default, the subnet's lower half)."""
+        if self.ip_range is None:
+            return None
+        return str(next(ipaddress.IPv4Network(self.ip_range).subnets(prefixlen_diff=1)))
 
     @property
     def gateway(self) -> str:
@@ -228,11 +251,19 @@ def check_lab_config(values: Mapping[str, Any], *, lab: str, naming: Naming) -> 
     checked.pop("root_password", None)
     checked.pop("guests", None)
     subnet = checked.pop("subnet", None)
+    if subnet is None and checked.get("uplink"):
+        raise config_error(BY_KEY["subnet"], naming, "is required with "
+                           f"`{_name(BY_KEY['uplink'], naming)}`: the lab joins that LAN, so "
+                           "give the LAN's subnet")
     if subnet is None:
         subnet = default_subnet(lab)
     net = ipaddress.IPv4Network(subnet)
+    ip_range = _check_ip_range(checked.get("ip_range"), net, bool(checked.get("uplink")),
+                               naming)
     container_ip = checked.pop("container_ip", None)
-    if container_ip is None:
+    if container_ip is None and ip_range is not None:
+        container_ip = str(ip_range.network_address)
+    elif container_ip is None:
         if net.num_addresses <= CONTAINER_HOST + 1:
             raise config_error(BY_KEY["subnet"], naming, f"{net} has no host .{CONTAINER_HOST} "
                                "for the container's default address: use a /28 or larger "
@@ -240,11 +271,76 @@ def check_lab_config(values: Mapping[str, Any], *, lab: str, naming: Naming) -> 
         container_ip = host_address(subnet, CONTAINER_HOST)
     else:
         _check_in_subnet(container_ip, net, naming)
+        if ip_range is not None and ipaddress.IPv4Address(container_ip) not in ip_range:
+            raise config_error(BY_KEY["containerIp"], naming, f"{container_ip} is outside "
+                               f"`{_name(BY_KEY['ipRange'], naming)}` {ip_range}: pick an "
+                               "address inside it, or leave it unset (its first address)")
     if checked.get("network_method") is None:
         checked.pop("network_method", None)
     known = {f.name for f in fields(LabConfig)}
     return LabConfig(subnet=subnet, container_ip=container_ip,
                      **{k: v for k, v in checked.items() if k in known})
+
+
+def _check_ip_range(value: str | None, net: ipaddress.IPv4Network, uplink: bool,
+                    naming: Naming) -> ipaddress.IPv4Network | None:
+    """The lab's part of the subnet: inside it, without its gateway (nor its network
+    address); required on an uplink (the LAN's other addresses are not the lab's). The
+    broadcast address may end it: guests skip it."""
+    setting = BY_KEY["ipRange"]
+    if value is None:
+        if uplink:
+            raise config_error(setting, naming, "is required with "
+                               f"`{_name(BY_KEY['uplink'], naming)}`: name the part of "
+                               f"{net} that is free on that LAN for this lab (e.g. "
+                               f"{_example_range(net)})")
+        return None
+    rng = ipaddress.IPv4Network(value)
+    if not rng.subnet_of(net):
+        raise config_error(setting, naming, f"{rng} is not inside the lab's subnet {net} "
+                           f"(`{_name(BY_KEY['subnet'], naming)}`)")
+    if net.network_address + 1 in rng:  # then its network address too
+        raise config_error(setting, naming, f"{rng} includes the subnet's gateway "
+                           f"{net.network_address + 1}: pick a range without it (e.g. "
+                           f"{_example_range(net)})")
+    return rng
+
+
+def _example_range(net: ipaddress.IPv4Network) -> str:
+    """A range a user could pick: the second quarter of the subnet (or its second half)."""
+    parts = list(net.subnets(prefixlen_diff=2 if net.prefixlen <= 27 else 1))
+    return str(parts[1])
+
+
+def split_ip_range(config: LabConfig, guests: Sequence[int], naming: Naming) -> list[LabConfig]:
+    """One config per host of a stack that spans hosts: `ip_range` split into equal,
+    disjoint parts, one per host in order, each with room for that host's guests; each
+    host's container takes the first address of its part. Unchanged copies when the config
+    has no `ip_range`.
+
+    Raises:
+        ConfigError: the range is too small for that many hosts or guests, or one
+            `containerIp` is given for several hosts (named as the user wrote them).
+    """
+    if config.ip_range is None:
+        return [config for _ in guests]
+    rng = ipaddress.IPv4Network(config.ip_range)
+    bits = (len(guests) - 1).bit_length()
+    if len(guests) > 1 and rng.prefixlen + bits > 29:
+        raise config_error(BY_KEY["ipRange"], naming, f"{rng} is too small for {len(guests)} "
+                           f"hosts: each needs a /29 or larger part; use a /{29 - bits} or "
+                           "larger range")
+    if len(guests) > 1 and config.container_ip != str(rng.network_address):
+        raise config_error(BY_KEY["containerIp"], naming, "one address cannot serve the labs "
+                           "of several hosts: leave it unset (each host's container takes the "
+                           f"first address of its part of `{_name(BY_KEY['ipRange'], naming)}`)")
+    parts = list(rng.subnets(prefixlen_diff=bits))[:len(guests)] if len(guests) > 1 else [rng]
+    configs = [replace(config, ip_range=str(part), container_ip=(
+        str(part.network_address) if len(guests) > 1 else config.container_ip))
+        for part in parts]
+    for part_config, count in zip(configs, guests, strict=True):
+        guest_addresses(part_config, count, naming)
+    return configs
 
 
 def _check_in_subnet(address: str, net: ipaddress.IPv4Network, naming: Naming) -> None:
@@ -264,11 +360,22 @@ def _check_in_subnet(address: str, net: ipaddress.IPv4Network, naming: Naming) -
 
 def guest_addresses(config: LabConfig, count: int, naming: Naming) -> list[str]:
     """The guests' addresses: the first takes over the container's, the others get
-    .201, .202... (the upper half of a /24, which docker never hands out).
+    .201, .202... (the upper half of a /24, which docker never hands out), or, with an
+    `ip_range`, that range's upper half in order.
 
     Raises:
         ConfigError: the subnet has no room for that many guests (named as `subnet`).
     """
+    if config.ip_range is not None:
+        rng = ipaddress.IPv4Network(config.ip_range)
+        upper = list(rng.subnets(prefixlen_diff=1))[1]
+        broadcast = str(config.network.broadcast_address)
+        pool = [str(a) for a in upper if str(a) not in (config.container_ip, broadcast)]
+        if count - 1 > len(pool):
+            raise config_error(BY_KEY["ipRange"], naming, f"{rng} has room for "
+                               f"{len(pool) + 1} guests (the container's address and the "
+                               f"range's upper half), not {count}: use a larger range")
+        return [config.container_ip, *pool[:count - 1]]
     net = config.network
     last = EXTRA_GUEST_BASE + count - 1
     if count > 1 and net.num_addresses <= last + 1:

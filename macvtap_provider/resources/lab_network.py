@@ -1,4 +1,5 @@
-"""LabNetwork: the docker network the lab lives on (internal by default: no way out)."""
+"""LabNetwork: the docker network the lab lives on (internal by default: no way out), or a
+macvlan network on a NIC of the lab host (the lab joins that NIC's LAN)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import pulumi
 from pulumi.dynamic import CreateResult, ReadResult, Resource
 
 from macvtap_provider.adapters import docker_api, lab_host
-from macvtap_provider.builders.validation import check_name, check_subnet
+from macvtap_provider.builders.endpoint import parse_endpoint
+from macvtap_provider.builders.validation import check_ifname, check_name, check_subnet
 from macvtap_provider.errors import DockerError, SpecError
 from macvtap_provider.resources._base import (
     LabProvider,
     check_endpoint,
+    default,
     fill_defaults,
     input_names,
     is_unknown,
@@ -41,6 +44,8 @@ class LabNetworkSpec:
     docker_host: str | None = None
     #: None: the subnet's lower half (docker hands out only these; guests use the upper).
     ip_range: str | None = None
+    #: A NIC of the docker host: the network is a macvlan network on it. None: a bridge.
+    parent: str | None = None
 
     @staticmethod
     def from_props(props: dict[str, Any]) -> LabNetworkSpec:
@@ -54,6 +59,8 @@ def is_leftover(attrs: dict[str, Any], spec: LabNetworkSpec) -> bool:
     pools = (attrs.get("IPAM") or {}).get("Config") or []
     return ((attrs.get("Labels") or {}).get(LABEL) == spec.name
             and attrs.get("Internal", False) == spec.internal
+            and attrs.get("Driver", "bridge") == ("macvlan" if spec.parent else "bridge")
+            and (attrs.get("Options") or {}).get("parent") == spec.parent
             and any(p.get("Subnet") == spec.subnet
                     and (not spec.gateway or p.get("Gateway") == spec.gateway)
                     and (not spec.ip_range or p.get("IPRange") == spec.ip_range) for p in pools))
@@ -75,6 +82,9 @@ class LabNetworkArgs:
     docker_host: pulumi.Input[str] | None = None
     #: The range docker hands out (default: the subnet's lower half).
     ip_range: pulumi.Input[str] | None = None
+    #: A NIC of the docker host (e.g. eth0): a macvlan network on it, that NIC's LAN, so
+    #: never internal (default: none, a bridge of the lab's own).
+    parent: pulumi.Input[str] | None = None
 
 
 class LabNetworkProvider(LabProvider):
@@ -83,6 +93,16 @@ class LabNetworkProvider(LabProvider):
     KIND = "LabNetwork"
 
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
+        if props.get("parent") == "":
+            props["parent"] = None
+        parent = known(props, "parent", lambda v: check_ifname(v, "parent"))
+        if parent:
+            if props.get("internal") is True:
+                raise SpecError("internal", f"a macvlan network on {parent} is that NIC's LAN: "
+                                "it cannot be internal (docker would move it onto a dummy "
+                                "link); leave internal unset, or drop parent for an internal "
+                                "bridge")
+            default(props, "internal", False)
         fill_defaults(props, LabNetworkSpec)
         known(props, "name", lambda v: check_name(v, "name"))
         check_endpoint(props)
@@ -114,8 +134,8 @@ class LabNetworkProvider(LabProvider):
 
     def create(self, props: dict[str, Any]) -> CreateResult:
         spec = LabNetworkSpec.from_props(props)
-        log.info("creating docker network %s (%s, internal=%s)", spec.name, spec.subnet,
-                 spec.internal)
+        log.info("creating docker network %s (%s, %s)", spec.name, spec.subnet,
+                 f"macvlan on {spec.parent}" if spec.parent else f"internal={spec.internal}")
         with lab_host.for_endpoint(spec.docker_host).docker() as client:
             existing = docker_api.find_network(client, spec.name)
             if existing is not None:
@@ -127,9 +147,19 @@ class LabNetworkProvider(LabProvider):
                 # An interrupted `up` made it and never recorded it: take it over.
                 log.info("taking over network %s left by an interrupted run", spec.name)
                 return CreateResult(existing.id, self._outs(props, existing))
-            net = docker_api.create_network(
-                client, spec.name, subnet=spec.subnet, gateway=spec.gateway,
-                ip_range=spec.ip_range, internal=spec.internal, labels={LABEL: spec.name})
+            try:
+                net = docker_api.create_network(
+                    client, spec.name, subnet=spec.subnet, gateway=spec.gateway,
+                    ip_range=spec.ip_range, internal=spec.internal, labels={LABEL: spec.name},
+                    parent=spec.parent)
+            except DockerError as exc:
+                if not spec.parent:
+                    raise
+                raise DockerError(
+                    f"{exc}: check that {spec.parent} is a NIC of "
+                    f"{parse_endpoint(spec.docker_host).label} and that no "
+                    "other macvlan network there uses it (docker allows one per NIC: give "
+                    f"another lab a VLAN subinterface such as {spec.parent}.10)") from exc
         return CreateResult(net.id, self._outs(props, net))
 
     @staticmethod
@@ -153,7 +183,9 @@ class LabNetworkProvider(LabProvider):
 
 
 class LabNetwork(Resource, module="macvtap", name="LabNetwork"):
-    """A docker bridge network for the lab; `internal` networks cannot reach outside."""
+    """A docker bridge network for the lab (`internal` networks cannot reach outside), or
+    with `parent` a macvlan network on that NIC of the docker host: the lab's containers,
+    and guests whose macvtap sits on a container's eth0, are then on that NIC's LAN."""
 
     name: pulumi.Output[str]
     subnet: pulumi.Output[str]
@@ -163,7 +195,8 @@ class LabNetwork(Resource, module="macvtap", name="LabNetwork"):
     ip_range: pulumi.Output[str]
     #: The docker network's id.
     network_id: pulumi.Output[str]
-    #: The Linux bridge behind it on the docker host (br-<id>).
+    parent: pulumi.Output[str | None]
+    #: The Linux bridge behind it on the docker host (br-<id>; "" for a macvlan network).
     bridge: pulumi.Output[str]
 
     def __init__(self, resource_name: str, args: LabNetworkArgs,

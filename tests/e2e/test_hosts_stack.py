@@ -2,10 +2,12 @@
 up (each guest reached by ssh from a probe on its own host), preview without changes, an
 out-of-band deletion on a remote host seen by refresh and healed by up, a host whose sshd
 stops (refresh fails naming it, the state kept), sshd back (refresh clean), destroy leaving
-nothing on either."""
+nothing on either. Then the labs on the hosts' LAN (`uplink`): the guest on one host pings
+and ssh-es the guest on the other."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from pathlib import Path
@@ -25,13 +27,15 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 
-def ssh_from_probe(docker_host: str, network: str, image: str, ip: str, password: str) -> str:
-    """`hostname` on the guest, by ssh from a throw-away container on its own host."""
+def ssh_from_probe(docker_host: str, network: str, image: str, ip: str, password: str,
+                   command: str = "hostname") -> str:
+    """`command`'s output on the guest, by ssh from a throw-away container on its own host
+    (docker's ContainerError if it fails)."""
     with docker_api.docker_client(docker_host) as client:
         out = client.containers.run(
             image, ["-e", "ssh", "-o", "StrictHostKeyChecking=no", "-o",
                     "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", f"root@{ip}",
-                    "hostname"],
+                    command],
             entrypoint=["sshpass"], environment={"SSHPASS": password}, network=network,
             remove=True)
     return bytes(out).decode().strip()
@@ -93,5 +97,61 @@ def test_two_host_stack(sim_hosts: SimHosts, tmp_path: Path) -> None:
 
 
 def _image_of(docker_host: str, container: str) -> str:
+    """The image a container on that host runs (the lab's: it has ssh and sshpass)."""
     with docker_api.docker_client(docker_host) as client:
         return str(client.containers.get(container).attrs["Config"]["Image"])
+
+
+def test_guests_on_two_hosts_of_one_lan_reach_each_other(sim_hosts: SimHosts,
+                                                         tmp_path: Path) -> None:
+    """`uplink eth0`: each host's lab is a macvlan network on that host's eth0, whose LAN is
+    the simulated hosts' own --internal network, and `ipRange` (its free upper half) is split
+    between the hosts. The guest on host 0 pings the guest on host 1 and logs in to it with
+    ssh, over that L2 (its neighbour entry is the other guest's own MAC: no router between)."""
+    st = make_stack(tmp_path, ROOT / "stacks" / "hosts", f"l{secrets.token_hex(3)}")
+    endpoints = [h.endpoint for h in sim_hosts.hosts]
+    st.config("hosts", json.dumps(endpoints))
+    st.config("uplink", "eth0")
+    st.config("subnet", str(sim_hosts.subnet))
+    st.config("ipRange", sim_hosts.lan_range)
+    st.config("memoryMib", "256")
+    remote = [RemoteHost(e) for e in endpoints]
+    try:
+        st.up()
+        out = st.outputs()
+        hosts, passwords = out["hosts"], out["root_passwords"]
+        ranges = [ipaddress.IPv4Network(h["ip_range"]) for h in hosts]
+        assert not ranges[0].overlaps(ranges[1])
+        ips = [h["guest_ips"][0] for h in hosts]
+        for endpoint, host, rng, ip in zip(endpoints, hosts, ranges, ips, strict=True):
+            assert host["mac_matches"] == [True] and ipaddress.IPv4Address(ip) in rng
+            with docker_api.docker_client(endpoint) as client:
+                attrs = client.networks.get(host["network_name"]).attrs
+            assert (attrs["Driver"], attrs["Options"]["parent"]) == ("macvlan", "eth0")
+
+        def on_guest(i: int, command: str) -> str:
+            return ssh_from_probe(endpoints[i], hosts[i]["network_name"],
+                                  _image_of(endpoints[i], hosts[i]["container_name"]), ips[i],
+                                  str(passwords[i]), command)
+
+        pinged = on_guest(0, f"ping -c 3 -W 5 {ips[1]}")
+        assert " 0% packet loss" in pinged, pinged
+        neighbour = on_guest(0, f"ip neigh show {ips[1]}")
+        assert hosts[1]["macvtap_macs"][0] in neighbour.lower(), neighbour
+        key = on_guest(0, "ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/lan_e2e && "
+                          "cat /root/.ssh/lan_e2e.pub")
+        on_guest(1, f"mkdir -p -m 700 /root/.ssh && echo '{key}' >> /root/.ssh/authorized_keys")
+        name = on_guest(0, "ssh -i /root/.ssh/lan_e2e -o BatchMode=yes -o ConnectTimeout=10 "
+                           "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                           f"root@{ips[1]} hostname")
+        assert name == on_guest(1, "hostname") and name.startswith(
+            hosts[1]["container_name"].removesuffix("-libvirt")), name
+        assert " 0% packet loss" in on_guest(1, f"ping -c 2 -W 5 {ips[0]}")
+        st.preview(expect_no_changes=True)
+    finally:
+        st.destroy()
+        st.remove()
+    for host in remote:
+        with host.docker() as client:
+            assert not [n for n in client.networks.list() if n.attrs["Driver"] == "macvlan"]
+            assert not client.containers.list(all=True)

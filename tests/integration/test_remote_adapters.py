@@ -156,3 +156,26 @@ def test_the_kvm_decision_is_made_on_the_remote_host(lab_container: tuple[SimHos
     # The simulated host shares this machine's kernel, so both probes must agree.
     assert probe.status is kvm.probe_kvm(timeout=20).status, probe.detail
     assert vhost is Path("/dev/vhost-net").exists()
+
+
+def test_a_content_addressed_upload_never_replaces_what_is_there(
+        lab_container: tuple[SimHost, str], tmp_path: Path) -> None:
+    """replace=False (the guest bases' store): a concurrent uploader that got there first
+    keeps its file, inode and all (disks already hard-linked to it stay linked)."""
+    host, _ = lab_container
+    target = f"/var/lib/macvtap-lab/mvtt-upload-{secrets.token_hex(3)}/store.qcow2"
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(b"first" * 1000)
+    second.write_bytes(b"second" * 1000)
+    try:
+        with remote.docker_client(endpoint_of(host)) as client:
+            remote.upload_file(client, ensure_libvirt_image(), first, target, host.name,
+                               replace=False)
+            inode = host.ssh(f"stat -c %i {target}").stdout.strip()
+            remote.upload_file(client, ensure_libvirt_image(), second, target, host.name,
+                               replace=False)
+        assert host.ssh(f"stat -c %i {target}").stdout.strip() == inode
+        assert host.ssh(f"cat {target}").stdout == "first" * 1000
+        assert host.ssh(f"ls -A {Path(target).parent}").stdout.split() == ["store.qcow2"]
+    finally:
+        host.ssh(f"rm -rf {Path(target).parent}")

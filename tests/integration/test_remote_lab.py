@@ -14,6 +14,7 @@ import pytest
 
 from macvtap_provider.adapters import lab_host, remote_disk
 from macvtap_provider.adapters.remote_host import RemoteHost
+from macvtap_provider.errors import DockerError
 from macvtap_provider.paths import default_guest_image
 from macvtap_provider.resources.customized_image import CustomizedImageProvider, sha256_file
 from macvtap_provider.resources.lab_network import LabNetworkProvider
@@ -91,3 +92,28 @@ def test_a_lab_on_a_remote_host_goes_over_the_wire_only(sim_hosts: SimHosts) -> 
     with rhost.docker() as client:
         assert not client.networks.list(names=[f"mvtt-rl-{suffix}"])
         assert not client.containers.list(all=True, filters={"label": "org.macvtap-lab.probe"})
+
+
+def test_a_lab_network_on_the_hosts_lan(sim_hosts: SimHosts) -> None:
+    """parent=eth0: a macvlan network on the remote host's NIC (not internal: it is that
+    LAN); a leftover of an interrupted run is taken over, a bridge of the same name is not."""
+    host = sim_hosts.hosts[1]
+    netp = LabNetworkProvider()
+    name = f"mvtt-lan-{secrets.token_hex(3)}"
+    props = checked(netp, {"name": name, "subnet": str(sim_hosts.subnet), "parent": "eth0",
+                           "ip_range": sim_hosts.lan_range, "docker_host": host.endpoint})
+    net = netp.create(props)
+    try:
+        assert net.outs["bridge"] == "" and net.outs["internal"] is False
+        with RemoteHost(host.endpoint).docker() as client:
+            attrs = client.networks.get(net.id).attrs
+        assert (attrs["Driver"], attrs["Options"], attrs["Internal"]) == (
+            "macvlan", {"parent": "eth0"}, False)
+        assert attrs["IPAM"]["Config"][0]["IPRange"] == sim_hosts.lan_range
+        assert netp.create(props).id == net.id  # an interrupted run's network: taken over
+        with pytest.raises(DockerError, match="already exists and is not this stack's"):
+            netp.create({**props, "parent": None, "internal": True})
+        assert netp.read(net.id, net.outs).id == net.id
+    finally:
+        netp.delete(net.id, net.outs)
+    assert netp.read(net.id, net.outs).id == ""

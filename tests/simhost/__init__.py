@@ -236,6 +236,8 @@ class SimHosts:
         self.images = tuple(images)
         self.hosts: list[SimHost] = []
         self.network: str | None = None
+        #: The hosts' network: their LAN (eth0 of each host), the lower half theirs.
+        self.subnet: ipaddress.IPv4Network | None = None
         self.load_seconds: dict[str, float] = {}
         self.startup_seconds = 0.0
 
@@ -265,8 +267,11 @@ class SimHosts:
     def _create_network(self, client: docker.DockerClient) -> None:
         for _ in range(5):
             subnet = _free_subnet(client)
-            ipam = IPAMConfig(pool_configs=[IPAMPool(subnet=str(subnet),
-                                                     gateway=str(subnet.network_address + 1))])
+            # The hosts get addresses from the lower half; the upper half is free for labs
+            # that join the hosts' LAN (uplink), as free addresses of a real LAN would be.
+            ipam = IPAMConfig(pool_configs=[IPAMPool(
+                subnet=str(subnet), gateway=str(subnet.network_address + 1),
+                iprange=str(next(subnet.subnets(prefixlen_diff=1))))])
             try:
                 client.networks.create(f"{self.prefix}-net", driver="bridge", internal=True,
                                        ipam=ipam, labels={LABEL: self.prefix})
@@ -274,6 +279,7 @@ class SimHosts:
                 log.debug("subnet %s taken: %s", subnet, exc)
                 continue
             self.network = f"{self.prefix}-net"
+            self.subnet = subnet
             return
         raise RuntimeError("could not create a network for the simulated hosts")
 
@@ -316,6 +322,13 @@ class SimHosts:
         with open(self.identity.known_hosts, "a") as known:
             known.write(f"{address} {key_type} {key_data}\n")
         return SimHost(str(container.name), address, self.identity, str(container.id))
+
+    @property
+    def lan_range(self) -> str:
+        """The upper half of the hosts' subnet: addresses no host or docker hands out, for
+        labs that join the hosts' LAN."""
+        assert self.subnet is not None, "the hosts are not started"
+        return str(list(self.subnet.subnets(prefixlen_diff=1))[1])
 
     def _load_everywhere(self, image: str) -> None:
         from concurrent.futures import ThreadPoolExecutor

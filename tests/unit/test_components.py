@@ -19,9 +19,11 @@ pytestmark = pytest.mark.unit
 class Recorder(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.registered: list[tuple[str, str]] = []
+        self.inputs: dict[str, dict[str, Any]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.registered.append((args.typ, args.name))
+        self.inputs[args.name] = dict(args.inputs)
         return f"{args.name}-id", dict(args.inputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
@@ -85,8 +87,29 @@ def test_guests_get_their_own_addresses(recorder: Recorder) -> None:
                                                             "10.213.7.150"]
 
 
+@pulumi.runtime.test
+def test_a_lab_on_an_uplink_is_a_macvlan_network_in_its_range(
+        recorder: Recorder) -> pulumi.Output[None]:
+    lab = mvt.Lab("lan1", subnet="10.213.9.0/24", uplink="eth0", ip_range="10.213.9.64/26",
+                  root_password="pw-123456")
+    guests = [mvt.Guest("lan1-g0", lab), mvt.Guest("lan1-g1", lab)]
+    assert [g.address for g in guests] == ["10.213.9.64", "10.213.9.96"]
+    with pytest.raises(mvt.LabConfigError, match=r"outside the lab's ip_range 10\.213\.9\.64/26"):
+        mvt.Guest("lan1-g2", lab, address="10.213.9.200")
+
+    def check(_: object) -> None:
+        net = recorder.inputs["lan1-net"]
+        assert (net["parent"], net["ip_range"], net["subnet"]) == (
+            "eth0", "10.213.9.64/27", "10.213.9.0/24")
+        assert recorder.inputs["lan1-libvirt"]["ipv4_address"] == "10.213.9.64"
+
+    return pulumi.Output.all(lab.network.urn, lab.container.urn).apply(check)
+
+
 @pytest.mark.parametrize(("kwargs", "field", "words"), [
     ({"subnet": "10.213.5.0/33"}, "subnet", "not an IPv4 subnet"),
+    ({"uplink": "eth0"}, "subnet", "is required with `uplink`"),
+    ({"subnet": "10.213.5.0/24", "uplink": "eth0"}, "ip_range", "is required with `uplink`"),
     ({"subnet": "10.213.5.0/24", "container_ip": "10.9.9.9"}, "container_ip", "outside"),
     ({"docker_host": "ftp://x"}, "docker_host", "not a docker endpoint"),
     ({"memory_mib": 10}, "memory_mib", "out of range"),

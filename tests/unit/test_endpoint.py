@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 
 from macvtap_provider.adapters.netexec import parse_links
@@ -10,6 +15,7 @@ from macvtap_provider.builders.endpoint import (
     endpoint_from_props,
     ssh_fix,
     ssh_tunnel_argv,
+    upload_lock_name,
     validate_endpoint,
 )
 from macvtap_provider.builders.validation import check_docker_host
@@ -108,3 +114,25 @@ def test_an_unset_docker_host_leaves_an_image_digest_as_it_was() -> None:
     remote = {**old, "docker_host": "ssh://root@h"}
     assert customization_digest(public_fields(remote), "pw", "s") != \
         customization_digest(public_fields(old), "pw", "s")
+
+
+def test_the_upload_lock_name_is_the_same_in_every_process() -> None:
+    # Python salts str hashes per process: a lock named from hash() is a lock per process.
+    code = ("from macvtap_provider.builders.endpoint import DockerEndpoint, upload_lock_name; "
+            "print(upload_lock_name(DockerEndpoint(url='ssh://root@kvm1:2222'), 'image x:1'))")
+    names = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+             for seed in ("1", "2", "random")}
+    assert names == {upload_lock_name(DockerEndpoint(url="ssh://root@kvm1:2222"), "image x:1")}
+
+
+def test_the_upload_lock_name_tells_hosts_and_uploads_apart() -> None:
+    def name(url: str, what: str = "image x:1") -> str:
+        return upload_lock_name(DockerEndpoint(url=url), what)
+
+    names = {name("ssh://root@kvm1"), name("ssh://root@kvm2"), name("ssh://root@kvm1:2222"),
+             name("ssh://root@kvm1", "image x:2"), name("ssh://root@kvm1", "base abc")}
+    assert len(names) == 5
+    # The same host whoever logs in and whatever key: one engine, one lock.
+    assert name("ssh://root@KVM1") == name("ssh://admin@kvm1?keyfile=/k") == name("ssh://root@kvm1")
+    assert all(re.fullmatch(r"upload-[0-9a-f]{24}", n) for n in names)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import pytest
@@ -50,6 +51,12 @@ BAD: list[tuple[str, Any, str]] = [
     ("guestBoot", "pxe", "not one of"),
     ("networkMethod", "dhcp", "not one of"),
     ("baseImage", "images/debian.qcow2", "not an absolute path"),
+    ("uplink", "eth0/1", "not a valid interface name"),
+    ("uplink", "a-very-long-nic-name", "not a valid interface name"),
+    ("ipRange", "10.213.6.0/26", "not inside the lab's subnet"),
+    ("ipRange", "10.213.5.0/26", "includes the subnet's gateway 10.213.5.1"),
+    ("ipRange", "10.213.5.64/30", "too small"),
+    ("ipRange", "upper half", "not an IPv4 subnet"),
     ("rootPassword", "two\nlines", "newlines"),
 ]
 
@@ -153,3 +160,87 @@ def test_config_error_is_a_spec_error() -> None:
     error = ConfigError("subnet", "bad", "stack config")
     assert isinstance(error, SpecError) and isinstance(error, ValueError)
     assert str(error) == "stack config `subnet`: bad"
+
+
+# -- a lab on a host's LAN (uplink) and its part of the LAN's subnet (ipRange) -------------
+LAN = {"subnet": SUBNET, "uplink": "eth0", "ipRange": "10.213.5.128/26"}
+
+
+def test_an_uplink_needs_the_lans_subnet_and_a_range() -> None:
+    with pytest.raises(ConfigError, match=r"`subnet`: is required with `uplink`") as caught:
+        check_lab_config({"uplink": "eth0"}, lab=LAB, naming="config")
+    assert caught.value.field == "subnet"
+    with pytest.raises(ConfigError) as caught:
+        check_lab_config({"subnet": SUBNET, "uplink": "eth0"}, lab=LAB, naming="config")
+    assert caught.value.field == "ipRange"
+    assert "is required with `uplink`" in str(caught.value)
+    assert "10.213.5.64/26" in str(caught.value)  # an example that avoids the gateway
+    with pytest.raises(ConfigError) as caught:
+        check_lab_config({"subnet": SUBNET, "uplink": "eth0"}, lab=LAB, naming="args")
+    assert caught.value.field == "ip_range"
+
+
+def test_a_range_places_the_container_docker_and_the_guests() -> None:
+    config = check_lab_config(LAN, lab=LAB, naming="config")
+    assert (config.uplink, config.ip_range) == ("eth0", "10.213.5.128/26")
+    assert config.container_ip == "10.213.5.128"
+    assert config.docker_range == "10.213.5.128/27"  # docker: the lower half
+    assert guest_addresses(config, 3, "config") == ["10.213.5.128", "10.213.5.160",
+                                                    "10.213.5.161"]
+    assert check_lab_config({}, lab=LAB, naming="config").docker_range is None
+
+
+def test_a_container_ip_outside_the_range_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"outside `ipRange` 10\.213\.5\.128/26") as caught:
+        check_lab_config({**LAN, "containerIp": "10.213.5.20"}, lab=LAB, naming="config")
+    assert caught.value.field == "containerIp"
+
+
+def test_a_range_without_room_for_the_guests_is_named() -> None:
+    config = check_lab_config({**LAN, "ipRange": "10.213.5.128/29"}, lab=LAB, naming="config")
+    assert len(guest_addresses(config, 5, "config")) == 5
+    with pytest.raises(ConfigError, match=r"`ipRange`: 10\.213\.5\.128/29 has room for 5 guests"):
+        guest_addresses(config, 6, "config")
+    top = check_lab_config({**LAN, "ipRange": "10.213.5.248/29"}, lab=LAB, naming="config")
+    assert guest_addresses(top, 4, "config")[1:] == ["10.213.5.252", "10.213.5.253",
+                                                     "10.213.5.254"]  # never .255
+    with pytest.raises(ConfigError, match="has room for 4 guests"):
+        guest_addresses(top, 5, "config")
+
+
+@pytest.mark.parametrize("hosts", [1, 2, 3, 4])
+@pytest.mark.parametrize("ip_range", ["10.213.5.128/25", "10.213.5.64/26", "10.213.5.32/27"])
+def test_hosts_on_one_lan_get_disjoint_addresses(hosts: int, ip_range: str) -> None:
+    config = check_lab_config({**LAN, "ipRange": ip_range}, lab=LAB, naming="config")
+    parts = lab_config.split_ip_range(config, [2] * hosts, "config")
+    assert len(parts) == hosts
+    taken: list[set[str]] = []
+    for part in parts:
+        assert part.uplink == "eth0" and part.subnet == SUBNET
+        rng = ipaddress.IPv4Network(part.ip_range or "")
+        assert rng.subnet_of(ipaddress.IPv4Network(ip_range))
+        docker = ipaddress.IPv4Network(part.docker_range or "")
+        guests = set(guest_addresses(part, 2, "config"))
+        assert part.container_ip in guests
+        taken.append({str(a) for a in docker} | guests)
+    for i, mine in enumerate(taken):
+        for other in taken[i + 1:]:
+            assert not mine & other
+
+
+def test_a_split_names_what_does_not_fit() -> None:
+    config = check_lab_config({**LAN, "ipRange": "10.213.5.128/28"}, lab=LAB, naming="config")
+    with pytest.raises(ConfigError, match=r"`ipRange`: 10.213.5.128/28 is too small for 3 "
+                                          r"hosts.*use a /27"):
+        lab_config.split_ip_range(config, [1, 1, 1], "config")
+    with pytest.raises(ConfigError, match=r"`ipRange`: 10\.213\.5\.136/29 has room for 5 guests"):
+        lab_config.split_ip_range(config, [1, 6], "config")
+    pinned = check_lab_config({**LAN, "containerIp": "10.213.5.140"}, lab=LAB, naming="config")
+    with pytest.raises(ConfigError, match="`containerIp`: one address cannot serve"):
+        lab_config.split_ip_range(pinned, [1, 1], "config")
+    assert lab_config.split_ip_range(pinned, [2], "config") == [pinned]
+
+
+def test_without_a_range_every_host_keeps_the_lab_config() -> None:
+    config = check_lab_config({"subnet": SUBNET}, lab=LAB, naming="config")
+    assert lab_config.split_ip_range(config, [1, 1], "config") == [config, config]

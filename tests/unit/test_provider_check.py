@@ -71,6 +71,8 @@ def test_lab_network_keeps_given_gateway_and_internal() -> None:
     ({"subnet": "10.213.0.0/30"}, "subnet", "too small"),
     ({"subnet": "8.8.8.0/24"}, "subnet", "public range"),
     ({"gateway": "10.214.0.1"}, "gateway", "outside the subnet 10.213.0.0/24"),
+    ({"parent": "eth0/1"}, "parent", "not a valid interface name"),
+    ({"parent": "eth0", "internal": True}, "internal", "cannot be internal"),
 ])
 def test_lab_network_refusals(change: dict[str, Any], prop: str, words: str) -> None:
     got_prop, reason = refused(LabNetworkProvider(), {**NET, **change})
@@ -85,7 +87,18 @@ def test_lab_network_malformed_gateway_is_a_failure() -> None:
 
 
 
-@pytest.mark.parametrize("key", list(("name", "subnet", "gateway", "internal", "docker_host", "ip_range")))
+def test_lab_network_on_an_uplink_is_not_internal() -> None:
+    out = accepted(LabNetworkProvider(), {**NET, "parent": "eth0", "ip_range": "10.213.0.64/27"})
+    assert out["parent"] == "eth0" and out["internal"] is False
+    assert out["ip_range"] == "10.213.0.64/27"
+
+
+def test_lab_network_empty_parent_is_a_bridge() -> None:
+    assert accepted(LabNetworkProvider(), {**NET, "parent": ""})["parent"] is None
+
+
+@pytest.mark.parametrize("key", list(("name", "subnet", "gateway", "internal", "docker_host",
+                                      "ip_range", "parent")))
 def test_lab_network_accepts_unknown(key: str) -> None:
     accepted(LabNetworkProvider(), {**NET, key: UNKNOWN})
 
