@@ -69,10 +69,33 @@ def _wait_for_login(child: SpawnBase, domain: str, deadline: float) -> int:
                 "disabled)")
 
 
+#: How often the user name is typed in all, and how long each wait for "Password:" is.
+LOGIN_ATTEMPTS = 3
+PASSWORD_PROMPT_S = 30.0
+
+
 def _log_in(child: SpawnBase, domain: str, user: str, password: str) -> None:
-    """Answer the login prompt; the password is typed on the console only."""
-    child.sendline(user)
-    child.expect("assword:", timeout=30)
+    """Answer the login prompt; the password is typed on the console only.
+
+    A getty that restarts just then (an earlier `login` timing out after the guest's
+    LOGIN_TIMEOUT, or systemd starting the getty again late in boot) flushes what was
+    typed and shows a fresh prompt. The name is typed again only once no password prompt
+    came in time and the console ends at a login prompt: a prompt already queued when the
+    name was typed must not take the name again as the password.
+    """
+    for _ in range(LOGIN_ATTEMPTS):
+        child.sendline(user)
+        if child.expect(["assword:", pexpect.TIMEOUT], timeout=PASSWORD_PROMPT_S) == 0:
+            break
+        if not re.search(rb"login: ?$", child.before or b""):
+            raise LabTimeoutError(f"domain {domain!r}: no password prompt on the serial "
+                                  f"console {PASSWORD_PROMPT_S:.0f}s after the user name")
+        log.debug("domain %s: the getty forgot the user name (a fresh login prompt); typing "
+                  "it again", domain)
+    else:
+        raise ConsoleError(f"domain {domain!r}: the serial console's getty kept restarting "
+                           "instead of asking for the password; look at the guest's console "
+                           "(`macvtap-lab console`) for what restarts it")
     child.sendline(password)
     if child.expect([_SHELL, "Login incorrect", _LOGIN], timeout=60) != 0:
         raise ConsoleError(f"domain {domain!r}: {user} login on the serial console was "
