@@ -153,6 +153,20 @@ def build_xml(spec: MacvtapDomainSpec, accel: Accel, link_name: str | None,
         owner=spec.owner, uuid=uuid, kernel_boot=spec.kernel_boot))
 
 
+_KERNEL_INPUTS = ("kernel", "initrd", "cmdline")
+
+
+def _boot_decided_at_create(olds: dict[str, Any], news: dict[str, Any]) -> dict[str, Any]:
+    """`boot: auto` is decided when the domain is made: one that booted its disk keeps
+    doing so, so a kernel the image offers later (a state made before the image exported
+    one, or an image that gained one) is no reason to replace the guest. The news, with
+    the kernel inputs of such a domain read as unchanged."""
+    if news.get("boot") != "auto" or olds.get("boot", "auto") != "auto" \
+            or olds.get("boot_used", "disk") != "disk":
+        return news
+    return {**news, **{key: olds.get(key) for key in _KERNEL_INPUTS}}
+
+
 def libvirtd_hint(container: str) -> str:
     """What to do when libvirtd in a running container does not answer."""
     return (f"libvirtd in container {container!r} is stopped or still starting: start it "
@@ -408,7 +422,7 @@ class MacvtapDomainProvider(LabProvider):
         return []
 
     def diff(self, id_: str, olds: dict[str, Any], news: dict[str, Any]) -> Any:
-        result = super().diff(id_, olds, news)
+        result = super().diff(id_, olds, _boot_decided_at_create(olds, news))
         if not result.changes and olds.get("state") not in (None, "running"):
             result.changes = True  # shut off out of band: `up` starts it again (update)
         return result

@@ -62,9 +62,24 @@ def test_domain_state_from_before_boot_existed_is_no_change() -> None:
 @pytest.mark.parametrize(("key", "value"), [("boot", "disk"), ("kernel", "/srv/lab-1/g.vmlinuz"),
                                             ("cmdline", "quiet")])
 def test_domain_boot_changes_replace(key: str, value: str) -> None:
-    olds = {**DOMAIN_OLDS, "boot": "auto", "kernel": None}
-    changes, replaces, _ = _diff(MacvtapDomainProvider(), olds, {**DOMAIN, key: value})
+    olds = {**DOMAIN_OLDS, "boot": "auto", "kernel": None, "boot_used": "kernel"}
+    changes, replaces, _ = _diff(MacvtapDomainProvider(), olds,
+                                 {**DOMAIN, "boot": "auto", key: value})
     assert (changes, replaces) == (True, [key])
+
+
+@pytest.mark.parametrize("olds", [
+    DOMAIN_OLDS,  # made before `boot` existed: it boots its disk
+    {**DOMAIN_OLDS, "boot": "auto", "kernel": None, "boot_used": "disk"}])
+def test_domain_auto_boot_is_decided_at_create(olds: dict[str, Any]) -> None:
+    # Its image now offers a kernel (a library upgrade, or a state made before images
+    # exported one): the guest keeps booting its disk, nothing is replaced.
+    news = {**DOMAIN, "boot": "auto", "kernel": "/srv/lab-1/g.vmlinuz",
+            "initrd": "/srv/lab-1/g.initrd", "cmdline": "root=/dev/vda1 quiet"}
+    assert _diff(MacvtapDomainProvider(), olds, news)[:2] == (False, [])
+    # Asking for kernel boot explicitly is a change of `boot`: the guest is made again.
+    changes, replaces, _ = _diff(MacvtapDomainProvider(), olds, {**news, "boot": "kernel"})
+    assert (changes, "boot" in replaces) == (True, True)
 
 
 def test_domain_float_noise_is_no_change() -> None:
