@@ -73,13 +73,23 @@ def trivial_stack(tmp: Path, dynamic: int, components: int) -> BenchStack:
     return trivial
 
 
+def _is_dynamic(type_: str) -> bool:
+    return type_ == DYNAMIC_TYPE or type_.startswith(DYNAMIC_TYPE.split(":")[0] + ":dynamic/")
+
+
+def count_kinds(types: list[str]) -> tuple[int, int]:
+    """(dynamic resources, components) among a state's resource types: dynamic ones are
+    pulumi-python:dynamic:Resource, or pulumi-python:dynamic/<module>:<name> (the lab's
+    resources name their type); pulumi:* (stack, providers) count as neither."""
+    dynamic = sum(_is_dynamic(t) for t in types)
+    components = sum(not t.startswith("pulumi:") and not _is_dynamic(t) for t in types)
+    return dynamic, components
+
+
 def resource_counts(stack: BenchStack) -> tuple[int, int]:
     """(dynamic resources, components) in a stack's state."""
     state = stack.stack.export_stack().deployment or {}
-    types = [r.get("type", "") for r in state.get("resources") or []]
-    dynamic = sum(t == DYNAMIC_TYPE for t in types)
-    components = sum(not t.startswith("pulumi:") and t != DYNAMIC_TYPE for t in types)
-    return dynamic, components
+    return count_kinds([r.get("type", "") for r in state.get("resources") or []])
 
 
 def measure(lab: BenchStack, tmp: Path, reps: int) -> dict[str, Any]:
