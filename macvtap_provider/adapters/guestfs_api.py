@@ -239,7 +239,7 @@ class Appliance:
             shared = {self._vfs_type(p) for p in self._partitions(index)} & SHARED_UUID_TYPES
             if shared and len(self.images) > 1:
                 raise SharedApplianceError(f"image {image}: has {', '.join(sorted(shared))} "
-                                      "volumes: it is customised in its own appliance")
+                                           "volumes: it is customised in its own appliance")
             root = self._find_root(index)
             mounts = {"/": root} if root is not None else self._inspect(index)
             for mountpoint in sorted(mounts, key=len):
