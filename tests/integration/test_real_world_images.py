@@ -77,6 +77,26 @@ def _each(guests: list[Guest], work: Callable[[Guest], T]) -> list[T | BaseExcep
         return list(pool.map(run, guests))
 
 
+#: Run on the serial console when a guest does not answer or refuses ssh (for the report).
+DIAGNOSE = ("ip -o addr; ip route; ls /etc/netplan /etc/NetworkManager/system-connections "
+            "/etc/systemd/network 2>&1; systemctl --failed --no-legend; (getenforce || true); "
+            "journalctl -b --no-pager | grep -iE 'avc|denied|sshd|NetworkManager.*(fail|err)' "
+            "| tail -n 25")
+
+
+def _diagnose(g: Guest) -> str:
+    """What the guest says on its serial console (root logs in there with the password)."""
+    from macvtap_provider.adapters import console
+
+    assert g.domain is not None
+    try:
+        with console.serial_login(g.container.outs["libvirt_uri"], g.domain.outs["name"],
+                                  PASSWORD, timeout_s=120) as session:
+            return session.run(DIAGNOSE, timeout_s=60)[1]
+    except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure
+        return f"(no console diagnosis: {type(exc).__name__}: {exc})"
+
+
 def _read_labels(path: str) -> dict[str, str]:
     from macvtap_provider.adapters import guestfs_api
 
@@ -125,6 +145,9 @@ def guests(lab: Lab) -> list[Guest]:
         mp.setattr(guest_network, "REACH_TIMEOUT_S", REACH_TIMEOUT_S)
         _each([g for g in out if g.domain is not None], reach)
     for g in out:
+        if g.domain is not None and g.net is None:
+            g.error += "\nconsole:\n" + _diagnose(g)
+    for g in out:
         print(f"\n{g.name}: customised in {g.customise_s} s, reachable {g.boot_s} s after "
               f"the domain started{'; ' + g.error if g.error else ''}")
     return out
@@ -165,11 +188,16 @@ def test_guest_answers_ping_and_tcp_22(guest: Guest, probe: Probe) -> None:
 
 def test_root_logs_in_with_the_password_over_ssh(guest: Guest, probe: Probe) -> None:
     assert guest.net is not None, guest.error
-    out = probe.ssh_when_up(
-        guest.ip, PASSWORD,
-        "hostname; cat /etc/machine-id; (getenforce 2>/dev/null || echo no-selinux); "
-        "test -e /etc/cloud/cloud-init.disabled && echo cloud-init-disabled; "
-        "ip -4 -o addr show; sshd -T 2>/dev/null | grep -i '^passwordauthentication'")
+    command = ("hostname; cat /etc/machine-id; (getenforce 2>/dev/null || echo no-selinux); "
+               "test -e /etc/cloud/cloud-init.disabled && echo cloud-init-disabled; "
+               "ip -4 -o addr show; sshd -T 2>/dev/null | grep -i '^passwordauthentication'")
+    rc, out = 1, ""
+    for _ in range(10):  # sshd may still be starting
+        rc, out = probe.ssh(guest.ip, PASSWORD, command)
+        if rc == 0:
+            break
+        time.sleep(3)
+    assert rc == 0, f"ssh root@{guest.ip}: exit {rc}: {out[-300:]}\n{_diagnose(guest)}"
     lines = out.split("\n")
     assert lines[0] == guest.name, out
     machine_id = lines[1].strip()
