@@ -9,6 +9,7 @@
     ├── DockerError               the docker engine refused an operation
     ├── LibvirtError              libvirtd refused an operation
     ├── GuestfsError              libguestfs could not launch or edit an image
+    │   └── SharedApplianceError  an image (LVM, btrfs) must be edited in its own appliance
     ├── NetlinkError              a netlink operation inside a container's netns failed
     ├── ConsoleError              the serial-console session did not do what was asked
     ├── ImageBuildError           building the libvirt or guest image failed
@@ -66,6 +67,12 @@ class LibvirtError(LabError):
 
 class GuestfsError(LabError):
     """libguestfs failed to launch or to edit an image."""
+
+
+class SharedApplianceError(GuestfsError):
+    """An image cannot be edited in an appliance shared with other images: clones of one
+    LVM or btrfs base carry the same PV or filesystem UUIDs, and LVM or the kernel would
+    pick either disk. The caller edits it in an appliance of its own."""
 
 
 class NetlinkError(LabError):

@@ -2,9 +2,12 @@
 
 Under TCG (no usable KVM) an appliance launch takes ~12 s and libguestfs' OS inspection
 another ~10 s, so: several images share one launch (`open_images`), and the root
-filesystem is found by mounting the few Linux filesystems of each image and looking for
-/etc/fstab and /etc/shadow; full inspection (`inspect_os`) only runs when that finds no
-single root, or the root's fstab mounts /etc or /root from elsewhere (LVM, say).
+filesystem is found by mounting the few Linux filesystems of each image (btrfs
+subvolumes and, for an image alone in its appliance, LVM logical volumes included) and
+looking for /etc/fstab and /etc/shadow; full inspection (`inspect_os`) only runs when that
+finds no single root, or the root's fstab mounts /etc or /root from elsewhere. An image
+with LVM or btrfs volumes never shares an appliance (`SharedApplianceError`): clones of one base
+carry the same UUIDs.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 import guestfs
 
 from macvtap_provider.adapters.kvm import kvm_usable
-from macvtap_provider.errors import GuestfsError
+from macvtap_provider.errors import GuestfsError, SharedApplianceError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,48 @@ class GuestSession:
         with self._op(f"creating {path}"):
             self._g.touch(path)
 
+    def is_symlink(self, path: str) -> bool:
+        with self._op(f"checking {path}"):
+            return bool(self._g.is_symlink(path))
+
+    def rename(self, path: str, new: str) -> None:
+        log.debug("guestfs mv %s %s", path, new)
+        with self._op(f"renaming {path}"):
+            self._g.mv(path, new)
+
+    def truncate(self, path: str) -> None:
+        """Empty a file, keeping its inode, mode and label."""
+        log.debug("guestfs truncate %s", path)
+        with self._op(f"emptying {path}"):
+            self._g.truncate(path)
+
+    def relabel(self, file_contexts: str, paths: Sequence[str]) -> str:
+        """Give `paths` (recursively) the SELinux labels of the guest's policy.
+
+        With libguestfs' own relabel when the appliance has setfiles, else with the
+        guest's setfiles (run in the guest's root, as virt-customize once did). Returns
+        how it was done; raises GuestfsError when neither is there.
+        """
+        with self._op("checking the appliance for SELinux relabelling"):
+            own = bool(self._g.feature_available(["selinuxrelabel"]))
+        if own:
+            for path in paths:
+                log.debug("guestfs selinux_relabel %s %s", file_contexts, path)
+                with self._op(f"relabelling {path}"):
+                    self._g.selinux_relabel(file_contexts, path, force=True)
+            return "libguestfs"
+        if not any(self.exists(p) for p in ("/usr/sbin/setfiles", "/sbin/setfiles")):
+            raise GuestfsError(
+                f"image {self.image}: has an SELinux policy but neither the libguestfs "
+                "appliance nor the guest has setfiles: install policycoreutils in the image "
+                "(or on this machine) so the files written can be labelled")
+        cmd = ["setfiles", "-F", "-e", "/proc", "-e", "/sys", "-e", "/dev", file_contexts,
+               *paths]
+        log.debug("guestfs command %s", cmd)
+        with self._op("relabelling with the guest's setfiles"):
+            self._g.command(cmd)
+        return "guest setfiles"
+
 
 def fstab_mounts(text: str) -> list[str]:
     """The mount points an /etc/fstab declares (swap and comments left out)."""
@@ -95,6 +140,10 @@ def writes_elsewhere(points: Sequence[str]) -> bool:
                for p in points)
 
 
+#: Filesystem types (`vfs_type`) whose volumes are found by UUID across all disks.
+SHARED_UUID_TYPES = frozenset({"LVM2_member", "btrfs"})
+
+
 class Appliance:
     """A launched libguestfs appliance with one drive per image (/dev/sda, /dev/sdb...)."""
 
@@ -105,15 +154,44 @@ class Appliance:
         self._devices: list[str] = list(g.list_devices())
         self._inspected: list[str] | None = None
 
+    def _partitions(self, index: int) -> list[str]:
+        g, device = self._g, self._devices[index]
+        return [p for p in g.list_partitions() if g.part_to_dev(p) == device] or [device]
+
+    def _vfs_type(self, dev: str) -> str:
+        try:
+            return str(self._g.vfs_type(dev))
+        except RuntimeError:
+            return ""
+
+    def _candidates(self, index: int) -> list[str]:
+        """Mountables that may hold drive `index`'s root: its Linux filesystems, each
+        btrfs subvolume, and (alone in the appliance) its LVM logical volumes."""
+        g = self._g
+        out = []
+        for dev in self._partitions(index):
+            kind = self._vfs_type(dev)
+            if kind == "btrfs":
+                try:
+                    g.mount_ro(dev, "/")
+                    subvols = [v["btrfssubvolume_path"] for v in g.btrfs_subvolume_list("/")]
+                except RuntimeError:
+                    subvols = []
+                finally:
+                    g.umount_all()
+                out += [dev, *(f"btrfsvol:{dev}/{v}" for v in subvols)]
+            elif kind in LINUX_FILESYSTEMS:
+                out.append(dev)
+        if len(self._devices) == 1:
+            out += [lv for lv in g.lvs() if self._vfs_type(lv) in LINUX_FILESYSTEMS]
+        return out
+
     def _find_root(self, index: int) -> str | None:
         """The root filesystem of drive `index` found without inspection, or None."""
-        g, device = self._g, self._devices[index]
-        candidates = [p for p in g.list_partitions() if g.part_to_dev(p) == device] or [device]
+        g = self._g
         roots = []
-        for dev in candidates:
+        for dev in self._candidates(index):
             try:
-                if g.vfs_type(dev) not in LINUX_FILESYSTEMS:
-                    continue
                 g.mount_ro(dev, "/")
             except RuntimeError:
                 continue
@@ -151,9 +229,17 @@ class Appliance:
 
     @contextlib.contextmanager
     def session(self, index: int) -> Iterator[GuestSession]:
-        """Image `index`'s filesystems mounted at / (unmounted afterwards)."""
+        """Image `index`'s filesystems mounted at / (unmounted afterwards).
+
+        Raises:
+            SharedApplianceError: The image has LVM or btrfs volumes and shares this appliance.
+        """
         g, image = self._g, self.images[index]
         try:
+            shared = {self._vfs_type(p) for p in self._partitions(index)} & SHARED_UUID_TYPES
+            if shared and len(self.images) > 1:
+                raise SharedApplianceError(f"image {image}: has {', '.join(sorted(shared))} "
+                                           "volumes: it is customised in its own appliance")
             root = self._find_root(index)
             mounts = {"/": root} if root is not None else self._inspect(index)
             for mountpoint in sorted(mounts, key=len):

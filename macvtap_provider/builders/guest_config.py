@@ -164,3 +164,142 @@ def check_ssh_keys(values: object, field: str = "authorized_keys") -> tuple[str,
             raise SpecError(field, f"{line[:30]!r}... is not an OpenSSH public key line")
         keys.append(line)
     return tuple(keys)
+
+
+# -- the guest's own network stack ------------------------------------------------------------
+
+#: Network stacks a static network can be written for (`detect_network_stack`).
+NETWORK_STACKS = ("ifupdown", "netplan", "networkmanager", "networkd")
+
+_WANTS = "/etc/systemd/system/multi-user.target.wants"
+#: Paths whose presence tells which stack a guest uses (checked in the image; pure data).
+NETWORK_PROBES = (
+    "/usr/sbin/netplan", "/usr/bin/netplan",
+    f"{_WANTS}/NetworkManager.service", "/usr/sbin/NetworkManager",
+    f"{_WANTS}/systemd-networkd.service",
+    "/sbin/ifup", "/usr/sbin/ifup", "/etc/network/interfaces",
+)
+NETPLAN_GLOB = "/etc/netplan/*.yaml"
+
+#: The files the lab writes per stack (removed again when no static network is wanted).
+IFUPDOWN_FILE = "/etc/network/interfaces.d/eth0"
+NETPLAN_FILE = "/etc/netplan/60-macvtap-lab.yaml"
+NETWORKD_FILE = "/etc/systemd/network/10-macvtap-lab.network"
+NM_KEYFILE = "/etc/NetworkManager/system-connections/macvtap-lab.nmconnection"
+NM_CONF = "/etc/NetworkManager/conf.d/90-macvtap-lab.conf"
+#: Suffix of the image's own netplan files, set aside so that they cannot claim the NIC first.
+NETPLAN_OFF_SUFFIX = ".off-by-macvtap-lab"
+#: NIC names the guest may give its one NIC: `eth0` (net.ifnames=0) or a predictable
+#: name (enp1s0, ens3...). Matched by pattern: which one depends on the machine type.
+NIC_PATTERNS = ("en*", "eth*")
+
+
+def detect_network_stack(found: set[str] | frozenset[str]) -> str:
+    """Which stack configures the guest's network, from the `NETWORK_PROBES` and netplan
+    files present in the image.
+
+    netplan first (it renders for networkd or NetworkManager, which are then enabled too),
+    then an enabled NetworkManager, then ifupdown, then an enabled systemd-networkd, then
+    an installed NetworkManager (enabled by a preset at first boot).
+
+    Args:
+        found: the paths present in the image.
+
+    Returns:
+        One of `NETWORK_STACKS`.
+
+    Raises:
+        SpecError: No stack the lab can configure is in the image.
+    """
+    netplan_files = sorted(p for p in found if p.startswith("/etc/netplan/"))
+    if netplan_files and found & {"/usr/sbin/netplan", "/usr/bin/netplan"}:
+        return "netplan"
+    if f"{_WANTS}/NetworkManager.service" in found:
+        return "networkmanager"
+    if "/etc/network/interfaces" in found and found & {"/sbin/ifup", "/usr/sbin/ifup"}:
+        return "ifupdown"
+    if f"{_WANTS}/systemd-networkd.service" in found:
+        return "networkd"
+    if "/usr/sbin/NetworkManager" in found:
+        return "networkmanager"
+    seen = ", ".join(sorted(found)) or "none of " + ", ".join(NETWORK_PROBES)
+    raise SpecError("network", "the image has no network stack the lab can configure "
+                    f"(ifupdown, netplan, NetworkManager, systemd-networkd); found: {seen}. "
+                    "Leave `network` unset and use networkMethod console instead")
+
+
+def netplan_static(address: str, prefix: int, gateway: str, nameservers: Sequence[str] = (),
+                   renderer: str = "networkd") -> str:
+    """A netplan file for a static NIC, whatever its name (one entry per `NIC_PATTERNS`)."""
+    lines = ["# written by macvtap-lab", "network:", "  version: 2",
+             f"  renderer: {renderer}", "  ethernets:"]
+    for pattern in NIC_PATTERNS:
+        lines += [f"    lab-{pattern.rstrip('*')}:",
+                  "      match:",
+                  f'        name: "{pattern}"',
+                  # Only one pattern names the NIC: the other must not hold boot up.
+                  "      optional: true",
+                  f"      addresses: [{address}/{prefix}]",
+                  "      routes:",
+                  f"        - to: default\n          via: {gateway}"]
+        if nameservers:
+            lines += ["      nameservers:",
+                      f"        addresses: [{', '.join(nameservers)}]"]
+    return "\n".join(lines) + "\n"
+
+
+def netplan_renderer(texts: Sequence[str]) -> str:
+    """The renderer the image's own netplan files ask for (networkd, netplan's default)."""
+    for text in texts:
+        for line in text.splitlines():
+            words = line.split("#", 1)[0].split(":", 1)
+            if len(words) == 2 and words[0].strip() == "renderer" \
+                    and words[1].strip().strip("'\"") == "NetworkManager":
+                return "NetworkManager"
+    return "networkd"
+
+
+def networkd_static(address: str, prefix: int, gateway: str,
+                    nameservers: Sequence[str] = ()) -> str:
+    """A systemd-networkd .network file; its name sorts before the image's own."""
+    lines = ["# written by macvtap-lab", "[Match]", "Name=" + " ".join(NIC_PATTERNS), "",
+             "[Network]", f"Address={address}/{prefix}", f"Gateway={gateway}"]
+    lines += [f"DNS={ns}" for ns in nameservers]
+    return "\n".join(lines) + "\n"
+
+
+def nm_keyfile(address: str, prefix: int, gateway: str, nameservers: Sequence[str] = ()) -> str:
+    """A NetworkManager keyfile (mode 0600) for the NIC, matched by name pattern."""
+    import uuid
+
+    ident = uuid.uuid5(uuid.NAMESPACE_URL, f"macvtap-lab:{address}/{prefix}:{gateway}")
+    lines = ["# written by macvtap-lab", "[connection]", "id=macvtap-lab", f"uuid={ident}",
+             "type=ethernet", "autoconnect=true", "autoconnect-priority=100", "",
+             "[match]", "interface-name=" + "".join(p + ";" for p in NIC_PATTERNS), "",
+             "[ethernet]", "", "[ipv4]", "method=manual",
+             f"address1={address}/{prefix},{gateway}"]
+    if nameservers:
+        lines.append("dns=" + "".join(ns + ";" for ns in nameservers))
+    lines += ["", "[ipv6]", "method=ignore"]
+    return "\n".join(lines) + "\n"
+
+
+#: NetworkManager must not make its own DHCP profile ("Wired connection 1") for the NIC.
+NM_NO_AUTO_DEFAULT = "# written by macvtap-lab\n[main]\nno-auto-default=*\n"
+
+
+def selinux_type(config: str) -> str | None:
+    """The policy an /etc/selinux/config loads, or None when SELinux is disabled."""
+    values = {}
+    for line in config.splitlines():
+        key, sep, value = line.split("#", 1)[0].partition("=")
+        if sep:
+            values[key.strip()] = value.strip().strip("'\"")
+    if values.get("SELINUX", "disabled").lower() == "disabled":
+        return None
+    policy = values.get("SELINUXTYPE", "")
+    return policy if re.fullmatch(r"[A-Za-z0-9_.-]+", policy) else None
+
+
+def file_contexts_path(policy: str) -> str:
+    return f"/etc/selinux/{policy}/contexts/files/file_contexts"

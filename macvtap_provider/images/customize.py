@@ -23,7 +23,7 @@ from macvtap_provider.adapters.lab_host import LocalFiles
 from macvtap_provider.boot_record import boot_files_beside, read_boot_record
 from macvtap_provider.builders import guest_config
 from macvtap_provider.builders.secrets import sha512_crypt
-from macvtap_provider.errors import GuestfsError, LabError
+from macvtap_provider.errors import GuestfsError, LabError, SharedApplianceError, SpecError
 from macvtap_provider.resources.customized_image import base_link_path
 
 if TYPE_CHECKING:
@@ -91,6 +91,9 @@ def edit_sshd(session: GuestSession, spec: CustomizedImageSpec, _ctx: StepContex
 
 
 def set_resolver(session: GuestSession, spec: CustomizedImageSpec, _ctx: StepContext) -> None:
+    if session.is_symlink("/etc/resolv.conf"):
+        # systemd-resolved's stub (../run/...): it points outside the image's files.
+        session.remove("/etc/resolv.conf")
     session.write("/etc/resolv.conf", guest_config.resolv_conf(spec.nameservers))
 
 
@@ -106,15 +109,46 @@ def add_authorized_keys(session: GuestSession, spec: CustomizedImageSpec,
                       guest_config.authorized_keys(spec.authorized_keys), mode=0o600)
 
 
+def network_facts(session: GuestSession) -> frozenset[str]:
+    """The paths of `guest_config.NETWORK_PROBES` and netplan files the image has."""
+    found = {p for p in guest_config.NETWORK_PROBES
+             if session.exists(p) or session.is_symlink(p)}
+    return frozenset(found | set(session.glob(guest_config.NETPLAN_GLOB)))
+
+
 def write_static_network(session: GuestSession, spec: CustomizedImageSpec,
                          _ctx: StepContext) -> None:
-    """A static eth0 (ifupdown), or none: then the guest is configured at boot/console."""
-    if spec.network:
-        session.write("/etc/network/interfaces.d/eth0", guest_config.interfaces_eth0(
-            spec.network.address, spec.network.prefix, spec.network.gateway,
-            spec.nameservers))
+    """A static NIC in the format of the stack the guest really uses, or none: then the
+    guest is configured at boot or on its console (the lab's files are removed)."""
+    net = spec.network
+    if not net:
+        for path in (guest_config.IFUPDOWN_FILE, guest_config.NETPLAN_FILE,
+                     guest_config.NETWORKD_FILE, guest_config.NM_KEYFILE, guest_config.NM_CONF):
+            session.remove(path)
+        return
+    found = network_facts(session)
+    try:
+        stack = guest_config.detect_network_stack(found)
+    except SpecError as exc:
+        raise GuestfsError(f"image {spec.output_path}: {exc}") from None
+    log.info("image %s: static network for %s", spec.output_path, stack)
+    args = (net.address, net.prefix, net.gateway, spec.nameservers)
+    if stack == "ifupdown":
+        session.write(guest_config.IFUPDOWN_FILE, guest_config.interfaces_eth0(*args))
+    elif stack == "netplan":
+        own = sorted(p for p in found if p.startswith("/etc/netplan/")
+                     and p != guest_config.NETPLAN_FILE)
+        renderer = guest_config.netplan_renderer([session.read(p) for p in own])
+        for path in own:  # else they may claim the NIC first (DHCP that never answers)
+            session.rename(path, path + guest_config.NETPLAN_OFF_SUFFIX)
+        session.write(guest_config.NETPLAN_FILE,
+                      guest_config.netplan_static(*args, renderer=renderer), mode=0o600)
+    elif stack == "networkd":
+        session.write(guest_config.NETWORKD_FILE, guest_config.networkd_static(*args))
     else:
-        session.remove("/etc/network/interfaces.d/eth0")
+        # NetworkManager ignores keyfiles that others can read.
+        session.write(guest_config.NM_KEYFILE, guest_config.nm_keyfile(*args), mode=0o600)
+        session.write(guest_config.NM_CONF, guest_config.NM_NO_AUTO_DEFAULT)
 
 
 def disable_cloud_init(session: GuestSession, _spec: CustomizedImageSpec,
@@ -134,9 +168,41 @@ def replace_host_keys(session: GuestSession, _spec: CustomizedImageSpec,
         session.write(f"/etc/ssh/{key.name}", key.read_bytes(), mode=0o600 if private else 0o644)
 
 
+def empty_machine_id(session: GuestSession, _spec: CustomizedImageSpec,
+                     _ctx: StepContext) -> None:
+    """An empty (not absent) /etc/machine-id: systemd makes each clone its own at boot."""
+    if session.exists("/etc/machine-id") and session.read("/etc/machine-id").strip():
+        session.truncate("/etc/machine-id")
+
+
+#: Where the steps write: relabelled as a whole (setfiles stays on one filesystem).
+RELABELLED = ("/etc", "/root")
+
+
+def relabel_selinux(session: GuestSession, spec: CustomizedImageSpec,
+                    _ctx: StepContext) -> None:
+    """On an SELinux guest, the labels its own policy gives the files written (the last
+    step): an unlabelled host key or authorized_keys makes an enforcing sshd refuse it."""
+    if not session.exists("/etc/selinux/config"):
+        return
+    policy = guest_config.selinux_type(session.read("/etc/selinux/config"))
+    if policy is None:
+        return
+    contexts = guest_config.file_contexts_path(policy)
+    if not session.exists(contexts):
+        raise GuestfsError(f"image {spec.output_path}: /etc/selinux/config loads policy "
+                           f"{policy!r} but {contexts} is missing: install the policy in the "
+                           "image or set SELINUX=disabled there")
+    started = time.monotonic()
+    how = session.relabel(contexts, RELABELLED)
+    log.info("image %s: SELinux labels of %s set (%s, policy %s) in %.1fs", spec.output_path,
+             " ".join(RELABELLED), how, policy, time.monotonic() - started)
+
+
 STEPS: tuple[Step, ...] = (
     set_root_password, edit_sshd, set_resolver, set_hostname, add_authorized_keys,
-    write_static_network, disable_cloud_init, replace_host_keys,
+    write_static_network, disable_cloud_init, replace_host_keys, empty_machine_id,
+    relabel_selinux,
 )
 
 
@@ -181,14 +247,20 @@ def build_images(specs: Sequence[CustomizedImageSpec]) -> list[str | None]:
     if not todo:
         return errors
     day = int(time.time() // 86400)
-    with ssh_keygen.host_key_sets(len(todo)) as keys, guestfs_api.open_images(
-            [str(specs[i].output_path) for i in todo]) as appliance:
-        for slot, i in enumerate(todo):
-            try:
-                with appliance.session(slot) as session:
-                    customize(session, specs[i], StepContext(day, keys(slot)))
-            except Exception as exc:  # noqa: BLE001 - reported per image, the others go on
-                failed(i, exc)
+    alone: list[int] = []  # LVM or btrfs images: each in an appliance of its own
+    while todo:
+        with ssh_keygen.host_key_sets(len(todo)) as keys, guestfs_api.open_images(
+                [str(specs[i].output_path) for i in todo]) as appliance:
+            for slot, i in enumerate(todo):
+                try:
+                    with appliance.session(slot) as session:
+                        customize(session, specs[i], StepContext(day, keys(slot)))
+                except SharedApplianceError as exc:
+                    log.info("%s", exc)
+                    alone.append(i)
+                except Exception as exc:  # noqa: BLE001 - reported per image, the others go on
+                    failed(i, exc)
+        todo, alone = alone[:1], alone[1:]
     return errors
 
 
