@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib
 import inspect
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -156,6 +159,42 @@ def _with_added_inputs(props: dict[str, Any], added: Mapping[str, Any]) -> dict[
     return {**props, **missing} if missing else props
 
 
+#: What create/read/update/delete import lazily (docker and what uses it, pyroute2): loaded
+#: once, by one thread, before the first of them runs. The provider server runs them in
+#: parallel threads, and two threads importing docker's modules at once can stop in
+#: CPython's import machinery (`_DeadlockError` on `docker.models.containers`, seen on a
+#: concurrent destroy). Check and diff import none of it, so previews stay light.
+IO_MODULES = ("docker", "docker.errors", "docker.types", "docker.utils.socket",
+              "pyroute2", "pyroute2.netlink.exceptions",
+              "macvtap_provider.adapters.remote_host", "macvtap_provider.adapters.remote_disk",
+              "macvtap_provider.images.base", "macvtap_provider.images.guest_image",
+              "macvtap_provider.images.libvirt_image", "macvtap_provider.images.customize")
+_IO_LOCK = threading.Lock()
+_io_loaded = False
+
+
+def load_io_modules() -> None:
+    """Import IO_MODULES once per process, in one thread at a time."""
+    global _io_loaded
+    if _io_loaded:
+        return
+    with _IO_LOCK:
+        if not _io_loaded:
+            for name in IO_MODULES:
+                importlib.import_module(name)
+            _io_loaded = True
+
+
+def _after_io_modules(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> T:
+        load_io_modules()
+        return method(self, *args, **kwargs)
+
+    run.loads_io_modules = True  # type: ignore[attr-defined]
+    return run
+
+
 class LabProvider(ResourceProvider):
     """Base for the lab's providers. Stateless, so Pulumi can pickle it into the state.
 
@@ -170,6 +209,13 @@ class LabProvider(ResourceProvider):
     #: Inputs added after states were made, with the value those states implicitly had:
     #: diff reads an old state without them as having that value (no spurious replace).
     ADDED_INPUTS: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("create", "read", "update", "delete"):
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "loads_io_modules", False):
+                setattr(cls, name, _after_io_modules(method))
 
     def normalize(self, props: dict[str, Any]) -> dict[str, Any]:
         """Validate inputs (skipping unknown ones) and fill defaults. Raises SpecError."""
