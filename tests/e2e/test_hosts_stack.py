@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import secrets
 from pathlib import Path
 
@@ -102,6 +103,12 @@ def _image_of(docker_host: str, container: str) -> str:
         return str(client.containers.get(container).attrs["Config"]["Image"])
 
 
+def _replies(ping_output: str) -> int:
+    """How many echo replies `ping` reports ("3 packets transmitted, 2 received")."""
+    found = re.search(r"(\d+) (?:packets )?received", ping_output)
+    return int(found.group(1)) if found else 0
+
+
 def test_guests_on_two_hosts_of_one_lan_reach_each_other(sim_hosts: SimHosts,
                                                          tmp_path: Path) -> None:
     """`uplink eth0`: each host's lab is a macvlan network on that host's eth0, whose LAN is
@@ -134,8 +141,10 @@ def test_guests_on_two_hosts_of_one_lan_reach_each_other(sim_hosts: SimHosts,
                                   _image_of(endpoints[i], hosts[i]["container_name"]), ips[i],
                                   str(passwords[i]), command)
 
+        # Reached: replies come back (the first request may go while ARP still resolves
+        # on a guest that has just booted under TCG).
         pinged = on_guest(0, f"ping -c 3 -W 5 {ips[1]}")
-        assert " 0% packet loss" in pinged, pinged
+        assert _replies(pinged) >= 2, pinged
         neighbour = on_guest(0, f"ip neigh show {ips[1]}")
         assert hosts[1]["macvtap_macs"][0] in neighbour.lower(), neighbour
         key = on_guest(0, "ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/lan_e2e && "
@@ -146,7 +155,8 @@ def test_guests_on_two_hosts_of_one_lan_reach_each_other(sim_hosts: SimHosts,
                            f"root@{ips[1]} hostname")
         assert name == on_guest(1, "hostname") and name.startswith(
             hosts[1]["container_name"].removesuffix("-libvirt")), name
-        assert " 0% packet loss" in on_guest(1, f"ping -c 2 -W 5 {ips[0]}")
+        pinged = on_guest(1, f"ping -c 3 -W 5 {ips[0]}")
+        assert _replies(pinged) >= 2, pinged
         st.preview(expect_no_changes=True)
     finally:
         st.destroy()

@@ -70,11 +70,15 @@ def refresh_fails_and_keeps_state(st: E2EStack, expected: str) -> str:
 
 
 def dockerd() -> tuple[int, list[str]]:
-    """pid and argv of the running dockerd."""
+    """pid and argv of this machine's dockerd: the one in this PID namespace, not the
+    dockerd of a simulated host (a container of its own, whose processes /proc lists too)."""
+    ours = os.readlink("/proc/self/ns/pid")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if os.readlink(entry / "ns" / "pid") != ours:
+                    continue
             except OSError:
                 continue
             if argv and os.path.basename(argv[0].decode()) == "dockerd":
