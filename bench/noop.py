@@ -73,8 +73,12 @@ def trivial_stack(tmp: Path, dynamic: int, components: int) -> BenchStack:
     return trivial
 
 
+#: The type of a dynamic resource that names its module and kind (the lab's resources).
+NAMED_DYNAMIC_PREFIX = "pulumi-python:dynamic/"
+
+
 def _is_dynamic(type_: str) -> bool:
-    return type_ == DYNAMIC_TYPE or type_.startswith(DYNAMIC_TYPE.split(":")[0] + ":dynamic/")
+    return type_ == DYNAMIC_TYPE or type_.startswith(NAMED_DYNAMIC_PREFIX)
 
 
 def count_kinds(types: list[str]) -> tuple[int, int]:

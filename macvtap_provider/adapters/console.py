@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 PROMPT = "MVTLAB# "
 _LOGIN = re.compile(rb"login: ?$", re.M)
+#: The same prompt as the last thing on the console (not merely at a line's end).
+_AT_LOGIN = re.compile(rb"login: ?$")
 
 
 class SerialSession:
@@ -87,7 +89,7 @@ def _log_in(child: SpawnBase, domain: str, user: str, password: str) -> None:
         child.sendline(user)
         if child.expect(["assword:", pexpect.TIMEOUT], timeout=PASSWORD_PROMPT_S) == 0:
             break
-        if not re.search(rb"login: ?$", child.before or b""):
+        if not _AT_LOGIN.search(child.before or b""):
             raise LabTimeoutError(f"domain {domain!r}: no password prompt on the serial "
                                   f"console {PASSWORD_PROMPT_S:.0f}s after the user name")
         log.debug("domain %s: the getty forgot the user name (a fresh login prompt); typing "

@@ -211,8 +211,8 @@ def detect_network_stack(found: set[str] | frozenset[str]) -> str:
     Raises:
         SpecError: No stack the lab can configure is in the image.
     """
-    netplan_files = sorted(p for p in found if p.startswith("/etc/netplan/"))
-    if netplan_files and found & {"/usr/sbin/netplan", "/usr/bin/netplan"}:
+    has_netplan_files = any(p.startswith("/etc/netplan/") for p in found)
+    if has_netplan_files and found & {"/usr/sbin/netplan", "/usr/bin/netplan"}:
         return "netplan"
     if f"{_WANTS}/NetworkManager.service" in found:
         return "networkmanager"
