@@ -164,13 +164,16 @@ class Appliance:
         except RuntimeError:
             return ""
 
-    def _candidates(self, index: int) -> list[str]:
+    def _partition_kinds(self, index: int) -> dict[str, str]:
+        """Drive `index`'s partitions (or the whole drive) and their filesystem types."""
+        return {dev: self._vfs_type(dev) for dev in self._partitions(index)}
+
+    def _candidates(self, index: int, kinds: dict[str, str]) -> list[str]:
         """Mountables that may hold drive `index`'s root: its Linux filesystems, each
         btrfs subvolume, and (alone in the appliance) its LVM logical volumes."""
         g = self._g
         out = []
-        for dev in self._partitions(index):
-            kind = self._vfs_type(dev)
+        for dev, kind in kinds.items():
             if kind == "btrfs":
                 try:
                     g.mount_ro(dev, "/")
@@ -186,11 +189,13 @@ class Appliance:
             out += [lv for lv in g.lvs() if self._vfs_type(lv) in LINUX_FILESYSTEMS]
         return out
 
-    def _find_root(self, index: int) -> str | None:
-        """The root filesystem of drive `index` found without inspection, or None."""
+    def _find_root(self, index: int, kinds: dict[str, str] | None = None) -> str | None:
+        """The root filesystem of drive `index` found without inspection, or None.
+        `kinds`: its `_partition_kinds`, when the caller has them already."""
         g = self._g
         roots = []
-        for dev in self._candidates(index):
+        kinds = self._partition_kinds(index) if kinds is None else kinds
+        for dev in self._candidates(index, kinds):
             try:
                 g.mount_ro(dev, "/")
             except RuntimeError:
@@ -236,11 +241,12 @@ class Appliance:
         """
         g, image = self._g, self.images[index]
         try:
-            shared = {self._vfs_type(p) for p in self._partitions(index)} & SHARED_UUID_TYPES
+            kinds = self._partition_kinds(index)
+            shared = set(kinds.values()) & SHARED_UUID_TYPES
             if shared and len(self.images) > 1:
                 raise SharedApplianceError(f"image {image}: has {', '.join(sorted(shared))} "
                                            "volumes: it is customised in its own appliance")
-            root = self._find_root(index)
+            root = self._find_root(index, kinds)
             mounts = {"/": root} if root is not None else self._inspect(index)
             for mountpoint in sorted(mounts, key=len):
                 if self.readonly:
